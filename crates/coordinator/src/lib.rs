@@ -1,0 +1,16 @@
+#![doc = include_str!("../../../README.md")]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub use coordinator_api::*;
+
+/// The LRU + single-flight cache (feature `cache`).
+#[cfg(feature = "cache")]
+pub use coordinator_cache as cache;
+
+/// The tonic transport for `logdog.Services` (feature `grpc`).
+#[cfg(feature = "grpc")]
+pub use coordinator_grpc as grpc;
+
+/// Test fakes (feature `testkit`).
+#[cfg(feature = "testkit")]
+pub use coordinator_testkit as testkit;

@@ -1,0 +1,101 @@
+//! `cargo xtask`: the project's commands (matklad's xtask convention).
+//!
+//! - `cargo xtask demo`: the main job, an end-to-end collector run.
+//! - `cargo xtask bench`: the criterion benches and a summary.
+//! - `cargo xtask ci`: exactly what `.ci/run` does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Project commands for the coordinator workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the end-to-end demo on the embedded fake Coordinator.
+    Demo,
+    /// Run the workspace's criterion benches.
+    Bench,
+    /// Run the CI steps: fmt check, clippy -D warnings, tests, docs.
+    Ci,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Demo => demo(),
+        Cmd::Bench => cargo(&["bench", "--workspace"]),
+        Cmd::Ci => ci(),
+    }
+}
+
+fn demo() -> Result<()> {
+    // Until the demo lands, show the layers that exist by running the doc examples.
+    println!("coordinator workspace: running the domain-type and interface examples");
+    cargo(&[
+        "test",
+        "--quiet",
+        "--doc",
+        "-p",
+        "coordinator-types",
+        "-p",
+        "coordinator-api",
+    ])
+}
+
+/// The CI steps, in order. `.ci/run` runs exactly this.
+fn ci() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace", "--all-features"])?;
+    let status = Command::new(cargo_bin())
+        .args(["doc", "--workspace", "--no-deps", "--all-features"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(root())
+        .status()
+        .context("running cargo doc")?;
+    if !status.success() {
+        bail!("cargo doc failed");
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
