@@ -1,3 +1,19 @@
 //! Fakes that let downstream crates test against the
-//! [`Coordinator`](coordinator_api::Coordinator) interface without a network.
+//! [`Coordinator`](coordinator_api::Coordinator) interface without a network:
+//!
+//! - [`FakeCoordinator`]: a scriptable in-memory `Coordinator` (call counts,
+//!   gates, injected errors, latency);
+//! - [`MockCoordinator`]: a `mockall` mock of the trait;
+//! - [`server`]: `FakeServicesServer`, an in-process `logdog.Services` gRPC server
+//!   over loopback with real server semantics and fault injection.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod fake;
+pub mod mock;
+pub mod server;
+
+// Re-exports: in-memory fakes.
+// (owned by the fake/mock modules)
+
+// Re-exports: the in-process server.
+// (owned by the server module)

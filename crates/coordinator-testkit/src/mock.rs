@@ -1,0 +1,1 @@
+//! `MockCoordinator`: a `mockall` mock of the `Coordinator` trait.

@@ -1,0 +1,1 @@
+//! `FakeServicesServer`: an in-process `logdog.Services` server over loopback.
