@@ -14,6 +14,11 @@ pub mod server;
 
 // Re-exports: in-memory fakes.
 // (owned by the fake/mock modules)
+pub use fake::{FakeCoordinator, Fault, Operation, OperationCounts, RecordedRegister};
+pub use mock::MockCoordinator;
 
 // Re-exports: the in-process server.
-// (owned by the server module)
+pub use server::{
+    BatchOrder, CallCounts, FakeServer, FakeServicesServer, FakeServicesServerBuilder, Faults,
+    RpcKind, StoredStream, descriptor, register_request, terminate_request,
+};

@@ -1,1 +1,790 @@
 //! `FakeServicesServer`: an in-process `logdog.Services` server over loopback.
+//!
+//! It keeps the Coordinator's real server semantics (spec §6): prefixes are
+//! registered first (project, prefix, secret, optional expiry); `RegisterStream`
+//! derives the stream path from the descriptor, accepts protocol version `"1"`
+//! only, is idempotent (an existing stream's stored state is returned, whatever
+//! the new request says) and creates the stream terminated when
+//! `terminal_index >= 0`; stream IDs are the lowercase hex SHA-256 of the path;
+//! `TerminateStream` is idempotent at the same index and refuses another one.
+//! `LoadStream` returns the stored state; `ArchiveStream`, `LeaseArchiveTasks`
+//! and `DeleteArchiveTasks` answer `Unimplemented`.
+//!
+//! Status codes:
+//!
+//! | RPC | condition | code |
+//! | --- | --- | --- |
+//! | Register | invalid project, unknown `proto_version`, undecodable descriptor, invalid descriptor prefix or name, secret not 36 bytes | `InvalidArgument` |
+//! | Register | prefix not registered, or expired | `FailedPrecondition` |
+//! | Register | secret does not match the prefix's | `InvalidArgument` |
+//! | Terminate | invalid project, negative index, ID not 64 hex characters | `InvalidArgument` |
+//! | Terminate | unknown ID (in that project) | `NotFound` |
+//! | Terminate | wrong secret | `InvalidArgument` |
+//! | Terminate | already terminated at another index | `FailedPrecondition` |
+//! | Load | invalid project or ID / unknown ID | `InvalidArgument` / `NotFound` |
+//!
+//! Checks run in the order of the table; secrets are compared in constant time
+//! and never appear in messages or logs.
+//!
+//! `Batch` runs its entries concurrently (one task each) and answers each with
+//! its request index: a register entry with `register_stream`, a load entry with
+//! `load_stream`, a failure with `err` (code, `transient` per the code table,
+//! message). **A successful terminate entry is answered with an entry that has
+//! its index and no `value` (`value: None`)**: `BatchResponse.Entry` has no
+//! terminate response type. An entry without a request and an archive entry are
+//! answered with `err` (`InvalidArgument`, `Unimplemented`).
+//!
+//! ```
+//! use coordinator_testkit::{FakeServicesServer, register_request};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FakeServicesServer::start().await;
+//! let secret = server.new_prefix(&"chromium".parse()?, &"builds/1".parse()?);
+//! let path = "builds/1/+/stdout".parse()?;
+//! let project = "chromium".parse()?;
+//! let resp = server
+//!     .client()
+//!     .register_stream(register_request(&project, &path, &secret, None))
+//!     .await?
+//!     .into_inner();
+//! let stored = server.stream(&project, &path).expect("registered");
+//! assert_eq!(resp.id, stored.id.as_str());
+//! assert_eq!(server.calls().register, 1);
+//! # Ok(()) }
+//! ```
+
+mod faults;
+mod state;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordinator_api::{
+    Code, Error, MessageIndex, PROTOCOL_VERSION, PrefixSecret, ProjectName, StreamId, StreamName,
+    StreamPath,
+};
+use coordinator_grpc::proto::logdog::services_client::ServicesClient;
+use coordinator_grpc::proto::logdog::services_server::{Services, ServicesServer};
+use coordinator_grpc::proto::logdog::{
+    ArchiveStreamRequest, BatchRequest, BatchResponse, DeleteRequest, LeaseRequest, LeaseResponse,
+    LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest, RegisterStreamResponse,
+    TerminateStreamRequest, batch_request, batch_response,
+};
+use coordinator_grpc::proto::logpb::{LogStreamDescriptor, StreamType};
+use parking_lot::Mutex;
+use prost::Message;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+pub use faults::{BatchOrder, CallCounts, Faults, RpcKind};
+pub use state::StoredStream;
+
+use faults::{Counters, EntryKind, EntryPlan, INJECTED, Stopped};
+use state::Registry;
+
+/// A serialized `logpb.LogStreamDescriptor` for `path` (its prefix and name, a
+/// text stream of content type `text/plain`), as `RegisterStreamRequest.desc`
+/// expects.
+pub fn descriptor(path: &StreamPath) -> Vec<u8> {
+    let (prefix, name) = path.split();
+    LogStreamDescriptor {
+        prefix: prefix.to_owned(),
+        name: name.to_owned(),
+        stream_type: StreamType::Text as i32,
+        content_type: "text/plain".to_owned(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// A valid `RegisterStreamRequest` for `path` in `project`: protocol version
+/// `"1"`, [`descriptor`]`(path)`, and `terminal_index` (`-1` when `None`).
+/// Tests of invalid input change fields afterwards.
+pub fn register_request(
+    project: &ProjectName,
+    path: &StreamPath,
+    secret: &PrefixSecret,
+    terminal_index: Option<MessageIndex>,
+) -> RegisterStreamRequest {
+    RegisterStreamRequest {
+        project: project.as_str().to_owned(),
+        secret: secret.as_bytes().to_vec(),
+        proto_version: PROTOCOL_VERSION.to_owned(),
+        desc: descriptor(path),
+        terminal_index: MessageIndex::optional_to_wire(terminal_index),
+    }
+}
+
+/// A valid `TerminateStreamRequest` for the stream at `path` in `project` (its
+/// ID is [`StreamId::for_path`]).
+pub fn terminate_request(
+    project: &ProjectName,
+    path: &StreamPath,
+    secret: &PrefixSecret,
+    terminal_index: MessageIndex,
+) -> TerminateStreamRequest {
+    TerminateStreamRequest {
+        project: project.as_str().to_owned(),
+        id: StreamId::for_path(path).as_str().to_owned(),
+        secret: secret.as_bytes().to_vec(),
+        terminal_index: terminal_index.to_wire(),
+    }
+}
+
+/// The fake `logdog.Services` implementation: the state (prefixes, streams),
+/// the fault knobs and the counters, behind one `Arc` (clones share them).
+///
+/// Most tests want [`FakeServicesServer::start`], which serves it on loopback
+/// and returns a [`FakeServer`] handle. To mount it in a tonic server of your
+/// own, use [`FakeServicesServer::new`] and [`FakeServicesServer::service`].
+#[derive(Clone, Default)]
+pub struct FakeServicesServer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    registry: Mutex<Registry>,
+    faults: Faults,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for FakeServicesServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeServicesServer")
+            .field("calls", &self.calls())
+            .field("faults", &self.shared.faults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeServicesServer {
+    /// A server with no prefixes, no streams and no faults (not yet serving).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder, to choose the address or pre-register prefixes.
+    pub fn builder() -> FakeServicesServerBuilder {
+        FakeServicesServerBuilder::default()
+    }
+
+    /// Serves a fresh server on `127.0.0.1` at a free port.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound; see [`FakeServicesServer::try_start`].
+    pub async fn start() -> FakeServer {
+        Self::builder().start().await
+    }
+
+    /// Serves a fresh server on `127.0.0.1` at a free port; fails if it cannot
+    /// bind.
+    pub async fn try_start() -> io::Result<FakeServer> {
+        Self::builder().try_start().await
+    }
+
+    /// This server as a tonic service (sharing state with `self`).
+    pub fn service(&self) -> ServicesServer<FakeServicesServer> {
+        ServicesServer::new(self.clone())
+    }
+
+    /// Registers `prefix` in `project` with `secret`, expiring `expires_in` from
+    /// now (by the tokio clock) if given. Registering a prefix again replaces
+    /// its secret and expiry; streams already registered keep theirs.
+    pub fn register_prefix(
+        &self,
+        project: &ProjectName,
+        prefix: &StreamName,
+        secret: &PrefixSecret,
+        expires_in: Option<Duration>,
+    ) {
+        self.shared.registry.lock().register_prefix(
+            project,
+            prefix,
+            secret,
+            expires_in,
+            Instant::now(),
+        );
+    }
+
+    /// Registers `prefix` in `project` with a fresh random secret, never
+    /// expiring, and returns the secret.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system's random source fails.
+    pub fn new_prefix(&self, project: &ProjectName, prefix: &StreamName) -> PrefixSecret {
+        #[allow(clippy::expect_used)] // A test helper; an OS RNG failure is not a test condition.
+        let secret = PrefixSecret::generate().expect("the OS random source failed");
+        self.register_prefix(project, prefix, &secret, None);
+        secret
+    }
+
+    /// A snapshot of the calls received so far.
+    pub fn calls(&self) -> CallCounts {
+        self.shared.counters.snapshot()
+    }
+
+    /// Waits until the call counts satisfy `done` (checked now and after every
+    /// counted call; calls are counted on arrival, before latency, holds and
+    /// injected failures). Cancel-safe.
+    pub async fn wait_calls(&self, done: impl FnMut(&CallCounts) -> bool) {
+        self.shared.counters.wait(done).await;
+    }
+
+    /// The fault-injection knobs.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// The stored stream at `path` in `project`, if registered.
+    pub fn stream(&self, project: &ProjectName, path: &StreamPath) -> Option<StoredStream> {
+        self.shared.registry.lock().stream(project, path).cloned()
+    }
+
+    /// Every stored stream, sorted by project and path.
+    pub fn streams(&self) -> Vec<StoredStream> {
+        self.shared.registry.lock().streams()
+    }
+
+    /// Marks a stored stream archived (or not); later answers carry the flag.
+    /// False if there is no such stream.
+    pub fn set_archived(&self, project: &ProjectName, path: &StreamPath, archived: bool) -> bool {
+        self.update_stream(project, path, |s| s.archived = archived)
+    }
+
+    /// Marks a stored stream purged (or not); later answers carry the flag.
+    /// False if there is no such stream.
+    pub fn set_purged(&self, project: &ProjectName, path: &StreamPath, purged: bool) -> bool {
+        self.update_stream(project, path, |s| s.purged = purged)
+    }
+
+    fn update_stream(
+        &self,
+        project: &ProjectName,
+        path: &StreamPath,
+        update: impl FnOnce(&mut StoredStream),
+    ) -> bool {
+        let mut registry = self.shared.registry.lock();
+        registry.stream_mut(project, path).map(update).is_some()
+    }
+
+    /// Forgets every prefix and stream (knobs and counters are kept).
+    pub fn clear_state(&self) {
+        self.shared.registry.lock().clear();
+    }
+
+    /// Counts the call, waits its latency, and applies an injected failure.
+    async fn admit(&self, kind: RpcKind) -> Result<(), Status> {
+        self.shared.counters.rpc(kind);
+        let plan = self.shared.faults.plan_call(kind);
+        self.shared
+            .faults
+            .delay(plan.latency)
+            .await
+            .map_err(stopped)?;
+        match plan.fail {
+            Some(code) => {
+                tracing::debug!(?kind, %code, "fake server: injected call failure");
+                Err(Status::new(tonic_code(code), INJECTED))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::admit`] plus the hold gate, for unary calls.
+    async fn admit_unary(&self, kind: RpcKind) -> Result<(), Status> {
+        self.admit(kind).await?;
+        self.shared.faults.gate().await.map_err(stopped)
+    }
+
+    fn register(&self, req: &RegisterStreamRequest) -> Result<RegisterStreamResponse, Error> {
+        let result = self.shared.registry.lock().register(req, Instant::now());
+        log_outcome("RegisterStream", &req.project, result.as_ref().err());
+        result
+    }
+
+    fn terminate(&self, req: &TerminateStreamRequest) -> Result<(), Error> {
+        let result = self.shared.registry.lock().terminate(req);
+        log_outcome("TerminateStream", &req.project, result.as_ref().err());
+        result
+    }
+
+    fn load(&self, req: &LoadStreamRequest) -> Result<LoadStreamResponse, Error> {
+        let result = self.shared.registry.lock().load(req, Instant::now());
+        log_outcome("LoadStream", &req.project, result.as_ref().err());
+        result
+    }
+
+    /// One batch entry: its answer (`None`: a successful terminate).
+    async fn batch_entry(
+        &self,
+        entry: batch_request::Entry,
+        plan: EntryPlan,
+    ) -> Option<batch_response::entry::Value> {
+        use batch_request::entry::Value as Req;
+        use batch_response::entry::Value as Resp;
+
+        if self.shared.faults.gate().await.is_err() {
+            return Some(Resp::Err(entry_error(&stopped_error())));
+        }
+        if let Some((code, transient)) = plan.fail {
+            return Some(Resp::Err(coordinator_grpc::proto::logdog::Error {
+                grpc_code: code.as_i32(),
+                transient,
+                msg: INJECTED.to_owned(),
+            }));
+        }
+        let result = match entry.value {
+            None => Err(Error::invalid_argument("batch entry holds no request")),
+            Some(Req::RegisterStream(req)) => {
+                self.register(&req).map(|r| Some(Resp::RegisterStream(r)))
+            }
+            Some(Req::LoadStream(req)) => self.load(&req).map(|r| Some(Resp::LoadStream(r))),
+            Some(Req::TerminateStream(req)) => self.terminate(&req).map(|()| None),
+            Some(Req::ArchiveStream(_)) => Err(unimplemented_error("ArchiveStream")),
+        };
+        result.unwrap_or_else(|e| Some(Resp::Err(entry_error(&e))))
+    }
+}
+
+#[tonic::async_trait]
+impl Services for FakeServicesServer {
+    async fn register_stream(
+        &self,
+        request: Request<RegisterStreamRequest>,
+    ) -> Result<Response<RegisterStreamResponse>, Status> {
+        self.admit_unary(RpcKind::RegisterStream).await?;
+        self.register(request.get_ref())
+            .map(Response::new)
+            .map_err(|e| status(&e))
+    }
+
+    async fn load_stream(
+        &self,
+        request: Request<LoadStreamRequest>,
+    ) -> Result<Response<LoadStreamResponse>, Status> {
+        self.admit_unary(RpcKind::LoadStream).await?;
+        self.load(request.get_ref())
+            .map(Response::new)
+            .map_err(|e| status(&e))
+    }
+
+    async fn terminate_stream(
+        &self,
+        request: Request<TerminateStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.admit_unary(RpcKind::TerminateStream).await?;
+        self.terminate(request.get_ref())
+            .map(Response::new)
+            .map_err(|e| status(&e))
+    }
+
+    async fn archive_stream(
+        &self,
+        _request: Request<ArchiveStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.admit_unary(RpcKind::ArchiveStream).await?;
+        Err(status(&unimplemented_error("ArchiveStream")))
+    }
+
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        use batch_request::entry::Value as Req;
+        let entries = request.into_inner().req;
+        self.shared
+            .counters
+            .batch_entries(entries.iter().map(|entry| match entry.value {
+                Some(Req::RegisterStream(_)) => EntryKind::Register,
+                Some(Req::TerminateStream(_)) => EntryKind::Terminate,
+                _ => EntryKind::Other,
+            }));
+        self.admit(RpcKind::Batch).await?;
+
+        let plan = self.shared.faults.plan_batch(entries.len());
+        let mut tasks = JoinSet::new();
+        let mut task_index = std::collections::HashMap::with_capacity(entries.len());
+        for (index, (entry, entry_plan)) in entries.into_iter().zip(&plan.entries).enumerate() {
+            let this = self.clone();
+            let entry_plan = *entry_plan;
+            let handle =
+                tasks.spawn(async move { (index, this.batch_entry(entry, entry_plan).await) });
+            task_index.insert(handle.id(), index);
+        }
+        let mut answers: Vec<Option<batch_response::Entry>> = vec![None; plan.entries.len()];
+        while let Some(joined) = tasks.join_next().await {
+            let (index, value) = match joined {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // Only a panic (a bug in this fake) gets here; answer it.
+                    let Some(&index) = task_index.get(&e.id()) else {
+                        continue;
+                    };
+                    let err = Error::internal("batch entry processing panicked");
+                    (
+                        index,
+                        Some(batch_response::entry::Value::Err(entry_error(&err))),
+                    )
+                }
+            };
+            if let Some(slot) = answers.get_mut(index) {
+                *slot = Some(batch_response::Entry {
+                    index: i32::try_from(index).unwrap_or(i32::MAX),
+                    value,
+                });
+            }
+        }
+
+        let resp = if plan.empty {
+            Vec::new()
+        } else {
+            plan.order
+                .iter()
+                .filter(|&&i| !plan.entries[i].drop)
+                .filter_map(|&i| answers[i].take())
+                .collect()
+        };
+        Ok(Response::new(BatchResponse { resp }))
+    }
+
+    async fn lease_archive_tasks(
+        &self,
+        _request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        self.admit_unary(RpcKind::LeaseArchiveTasks).await?;
+        Err(status(&unimplemented_error("LeaseArchiveTasks")))
+    }
+
+    async fn delete_archive_tasks(
+        &self,
+        _request: Request<DeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.admit_unary(RpcKind::DeleteArchiveTasks).await?;
+        Err(status(&unimplemented_error("DeleteArchiveTasks")))
+    }
+}
+
+fn tonic_code(code: Code) -> tonic::Code {
+    tonic::Code::from_i32(code.as_i32())
+}
+
+fn status(e: &Error) -> Status {
+    Status::new(tonic_code(e.code()), e.message())
+}
+
+/// A local error as a batch entry's `Error`: its code, `transient` per the code
+/// table, its message.
+fn entry_error(e: &Error) -> coordinator_grpc::proto::logdog::Error {
+    coordinator_grpc::proto::logdog::Error {
+        grpc_code: e.code().as_i32(),
+        transient: e.code().is_transient(),
+        msg: e.message().to_owned(),
+    }
+}
+
+fn unimplemented_error(rpc: &str) -> Error {
+    Error::new(
+        Code::Unimplemented,
+        format!("{rpc} is not implemented by the fake server"),
+    )
+}
+
+fn stopped_error() -> Error {
+    Error::unavailable("the fake server is stopping")
+}
+
+fn stopped(_: Stopped) -> Status {
+    status(&stopped_error())
+}
+
+/// Logs a failed call's project and error (never a secret: messages hold none).
+fn log_outcome(rpc: &str, project: &str, error: Option<&Error>) {
+    if let Some(e) = error {
+        tracing::debug!(rpc, project, error = %e, "fake server: call failed");
+    }
+}
+
+/// Builds and starts a [`FakeServer`].
+#[derive(Debug)]
+pub struct FakeServicesServerBuilder {
+    addr: SocketAddr,
+    prefixes: Vec<(ProjectName, StreamName, PrefixSecret, Option<Duration>)>,
+}
+
+impl Default for FakeServicesServerBuilder {
+    fn default() -> Self {
+        FakeServicesServerBuilder {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            prefixes: Vec::new(),
+        }
+    }
+}
+
+impl FakeServicesServerBuilder {
+    /// The address to listen on (default `127.0.0.1:0`: a free loopback port).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Pre-registers a prefix (see [`FakeServicesServer::register_prefix`]).
+    pub fn prefix(
+        mut self,
+        project: ProjectName,
+        prefix: StreamName,
+        secret: PrefixSecret,
+        expires_in: Option<Duration>,
+    ) -> Self {
+        self.prefixes.push((project, prefix, secret, expires_in));
+        self
+    }
+
+    /// Binds and serves.
+    ///
+    /// # Panics
+    ///
+    /// If the address cannot be bound; see [`FakeServicesServerBuilder::try_start`].
+    pub async fn start(self) -> FakeServer {
+        let addr = self.addr;
+        match self.try_start().await {
+            Ok(server) => server,
+            Err(e) => panic!("cannot start the fake Coordinator server on {addr}: {e}"),
+        }
+    }
+
+    /// Binds and serves; fails if the address cannot be bound. Must run inside a
+    /// tokio runtime (the server is a spawned task).
+    pub async fn try_start(self) -> io::Result<FakeServer> {
+        let service = FakeServicesServer::new();
+        for (project, prefix, secret, expires_in) in &self.prefixes {
+            service.register_prefix(project, prefix, secret, *expires_in);
+        }
+        let listener = bind(self.addr)?;
+        let addr = listener.local_addr()?;
+        let endpoint = format!("http://{addr}");
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+            .connect_lazy();
+        let running = Running::spawn(&service, listener);
+        Ok(FakeServer {
+            service,
+            addr,
+            endpoint,
+            channel,
+            running: Some(running),
+        })
+    }
+}
+
+/// A listener on `addr` with `SO_REUSEADDR`, so that a restart can bind the
+/// same port while closed connections linger in `TIME_WAIT`.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// A serving task and the way to stop it.
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    fn spawn(service: &FakeServicesServer, listener: TcpListener) -> Self {
+        service.shared.faults.set_stopping(false);
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder().add_service(service.service());
+        // TCP_NODELAY: without it, concurrent calls on loopback pay ~40 ms of
+        // Nagle + delayed-ACK stalls.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            // Fires on send and on drop of the sender alike.
+            let _ = signal.await;
+        }));
+        Running { shutdown, task }
+    }
+}
+
+/// A running [`FakeServicesServer`] on loopback: its address, a client channel,
+/// the state and knobs (shared with the service), and restart/shutdown.
+///
+/// Dropping it stops the server (in-flight calls held by
+/// [`Faults::hold`] or latency answer `Unavailable`).
+#[derive(Debug)]
+pub struct FakeServer {
+    service: FakeServicesServer,
+    addr: SocketAddr,
+    endpoint: String,
+    channel: Channel,
+    running: Option<Running>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+impl FakeServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    /// A lazily connected channel to it (clones share one connection; it
+    /// reconnects after a restart).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A generated `ServicesClient` on [`FakeServer::channel`].
+    pub fn client(&self) -> ServicesClient<Channel> {
+        ServicesClient::new(self.channel())
+    }
+
+    /// A [`GrpcCoordinator`](coordinator_grpc::GrpcCoordinator) with default
+    /// options (direct RPCs, default retry policy) on [`FakeServer::channel`].
+    /// For other options build one on [`FakeServer::channel`] yourself.
+    pub fn coordinator(&self) -> coordinator_grpc::GrpcCoordinator {
+        coordinator_grpc::GrpcCoordinator::new(self.channel())
+    }
+
+    /// The service (state, knobs, counters) behind this server.
+    pub fn service(&self) -> &FakeServicesServer {
+        &self.service
+    }
+
+    /// See [`FakeServicesServer::register_prefix`].
+    pub fn register_prefix(
+        &self,
+        project: &ProjectName,
+        prefix: &StreamName,
+        secret: &PrefixSecret,
+        expires_in: Option<Duration>,
+    ) {
+        self.service
+            .register_prefix(project, prefix, secret, expires_in);
+    }
+
+    /// See [`FakeServicesServer::new_prefix`].
+    ///
+    /// # Panics
+    ///
+    /// If the operating system's random source fails.
+    pub fn new_prefix(&self, project: &ProjectName, prefix: &StreamName) -> PrefixSecret {
+        self.service.new_prefix(project, prefix)
+    }
+
+    /// See [`FakeServicesServer::calls`].
+    pub fn calls(&self) -> CallCounts {
+        self.service.calls()
+    }
+
+    /// See [`FakeServicesServer::wait_calls`].
+    pub async fn wait_calls(&self, done: impl FnMut(&CallCounts) -> bool) {
+        self.service.wait_calls(done).await;
+    }
+
+    /// See [`FakeServicesServer::faults`].
+    pub fn faults(&self) -> &Faults {
+        self.service.faults()
+    }
+
+    /// See [`FakeServicesServer::stream`].
+    pub fn stream(&self, project: &ProjectName, path: &StreamPath) -> Option<StoredStream> {
+        self.service.stream(project, path)
+    }
+
+    /// See [`FakeServicesServer::streams`].
+    pub fn streams(&self) -> Vec<StoredStream> {
+        self.service.streams()
+    }
+
+    /// See [`FakeServicesServer::set_archived`].
+    pub fn set_archived(&self, project: &ProjectName, path: &StreamPath, archived: bool) -> bool {
+        self.service.set_archived(project, path, archived)
+    }
+
+    /// See [`FakeServicesServer::set_purged`].
+    pub fn set_purged(&self, project: &ProjectName, path: &StreamPath, purged: bool) -> bool {
+        self.service.set_purged(project, path, purged)
+    }
+
+    /// Stops serving (held and delayed calls answer `Unavailable`, open
+    /// connections are closed), forgets every prefix and stream unless
+    /// `keep_state`, and serves again on the same address. Knobs and counters are
+    /// kept. Returns once the new listener is bound.
+    ///
+    /// # Panics
+    ///
+    /// If the address cannot be bound again; see [`FakeServer::try_restart`].
+    pub async fn restart(&mut self, keep_state: bool) {
+        if let Err(e) = self.try_restart(keep_state).await {
+            panic!(
+                "cannot restart the fake Coordinator server on {}: {e}",
+                self.addr
+            );
+        }
+    }
+
+    /// Like [`FakeServer::restart`], failing if the address cannot be bound
+    /// again (the server then stays stopped).
+    pub async fn try_restart(&mut self, keep_state: bool) -> io::Result<()> {
+        self.stop().await;
+        if !keep_state {
+            self.service.clear_state();
+        }
+        let listener = bind(self.addr)?;
+        self.running = Some(Running::spawn(&self.service, listener));
+        Ok(())
+    }
+
+    /// Stops serving and waits until every connection is closed.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        self.service.faults().set_stopping(true);
+        let _ = running.shutdown.send(());
+        match running.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "fake server: serving failed"),
+            Err(e) => tracing::warn!(error = %e, "fake server: serving task failed"),
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.service.faults().set_stopping(true);
+            let _ = running.shutdown.send(());
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The fake server's stored state and the semantics of its RPCs (§6 of the
+//! spec), independent of the transport: every function here is synchronous and
+//! returns a [`coordinator_api::Error`] that the service turns into a status or a
+//! batch entry error.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use coordinator_api::{
+    Error, LogStreamState, MessageIndex, PROTOCOL_VERSION, PrefixSecret, ProjectName, StreamId,
+    StreamName, StreamPath,
+};
+use coordinator_grpc::proto::logdog::{
+    InternalLogStreamState, LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest,
+    RegisterStreamResponse, TerminateStreamRequest,
+};
+use coordinator_grpc::proto::logpb::LogStreamDescriptor;
+use prost::Message;
+use tokio::time::Instant;
+
+/// A stream as the fake server stores it (for assertions in tests).
+///
+/// `Debug` redacts the secret (a [`PrefixSecret`] shows only its length).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredStream {
+    /// The stream's project.
+    pub project: ProjectName,
+    /// The stream's full path, from the descriptor of its first registration.
+    pub path: StreamPath,
+    /// The stream's ID: lowercase hex SHA-256 of `path`.
+    pub id: StreamId,
+    /// The protocol version it was registered with (always `"1"`).
+    pub proto_version: String,
+    /// The secret of the stream's prefix at registration.
+    pub secret: PrefixSecret,
+    /// The terminal index, once the stream is terminated.
+    pub terminal_index: Option<MessageIndex>,
+    /// Whether the stream is archived (set only by tests, see
+    /// [`FakeServicesServer::set_archived`](super::FakeServicesServer::set_archived)).
+    pub archived: bool,
+    /// Whether the stream is purged (set only by tests, see
+    /// [`FakeServicesServer::set_purged`](super::FakeServicesServer::set_purged)).
+    pub purged: bool,
+    /// The serialized descriptor of its first registration.
+    pub descriptor: Vec<u8>,
+    /// How many successful registrations it has answered, the first included.
+    pub registrations: u64,
+    /// How many successful terminations it has answered, idempotent repeats
+    /// included.
+    pub terminations: u64,
+    created: Instant,
+}
+
+impl StoredStream {
+    /// The stream's state as a [`LogStreamState`] (what a client should map the
+    /// server's answer to).
+    pub fn state(&self) -> LogStreamState {
+        LogStreamState {
+            project: self.project.clone(),
+            path: self.path.clone(),
+            id: self.id.clone(),
+            proto_version: self.proto_version.clone().into(),
+            secret: self.secret.clone(),
+            terminal_index: self.terminal_index,
+            archived: self.archived,
+            purged: self.purged,
+        }
+    }
+
+    fn wire_state(&self) -> InternalLogStreamState {
+        InternalLogStreamState {
+            proto_version: self.proto_version.clone(),
+            secret: self.secret.as_bytes().to_vec(),
+            terminal_index: MessageIndex::optional_to_wire(self.terminal_index),
+            archived: self.archived,
+            purged: self.purged,
+        }
+    }
+}
+
+struct RegisteredPrefix {
+    secret: PrefixSecret,
+    expires_at: Option<Instant>,
+}
+
+/// Prefixes and streams of one fake server.
+#[derive(Default)]
+pub(crate) struct Registry {
+    prefixes: HashMap<(ProjectName, StreamName), RegisteredPrefix>,
+    streams: HashMap<(ProjectName, StreamId), StoredStream>,
+}
+
+impl Registry {
+    pub(crate) fn clear(&mut self) {
+        self.prefixes.clear();
+        self.streams.clear();
+    }
+
+    /// Registers (or re-registers, replacing secret and expiry) a prefix.
+    pub(crate) fn register_prefix(
+        &mut self,
+        project: &ProjectName,
+        prefix: &StreamName,
+        secret: &PrefixSecret,
+        expires_in: Option<Duration>,
+        now: Instant,
+    ) {
+        // An expiry too far out to represent never comes.
+        let expires_at = expires_in.and_then(|d| now.checked_add(d));
+        self.prefixes.insert(
+            (project.clone(), prefix.clone()),
+            RegisteredPrefix {
+                secret: secret.clone(),
+                expires_at,
+            },
+        );
+    }
+
+    pub(crate) fn stream(&self, project: &ProjectName, path: &StreamPath) -> Option<&StoredStream> {
+        self.streams
+            .get(&(project.clone(), StreamId::for_path(path)))
+    }
+
+    pub(crate) fn stream_mut(
+        &mut self,
+        project: &ProjectName,
+        path: &StreamPath,
+    ) -> Option<&mut StoredStream> {
+        self.streams
+            .get_mut(&(project.clone(), StreamId::for_path(path)))
+    }
+
+    /// Every stored stream, sorted by project and path.
+    pub(crate) fn streams(&self) -> Vec<StoredStream> {
+        let mut all: Vec<StoredStream> = self.streams.values().cloned().collect();
+        all.sort_by(|a, b| (&a.project, &a.path).cmp(&(&b.project, &b.path)));
+        all
+    }
+
+    /// RegisterStream. Checks, in order: project, protocol version, descriptor
+    /// (decodable, valid prefix and name), secret length, prefix registered,
+    /// prefix not expired, secret matches the prefix's. Then answers the stored
+    /// state of the stream, creating it (terminated if `terminal_index >= 0`) if
+    /// it does not exist.
+    pub(crate) fn register(
+        &mut self,
+        req: &RegisterStreamRequest,
+        now: Instant,
+    ) -> Result<RegisterStreamResponse, Error> {
+        let project = parse_project(&req.project)?;
+        if req.proto_version != PROTOCOL_VERSION {
+            return Err(Error::invalid_field(
+                "proto_version",
+                format_args!(
+                    "unsupported protocol version {:?}; this server supports {PROTOCOL_VERSION:?}",
+                    truncated(&req.proto_version)
+                ),
+            ));
+        }
+        let desc = LogStreamDescriptor::decode(req.desc.as_slice()).map_err(|e| {
+            Error::invalid_field(
+                "desc",
+                format_args!("cannot decode LogStreamDescriptor: {e}"),
+            )
+        })?;
+        let prefix: StreamName = desc
+            .prefix
+            .parse()
+            .map_err(|e| Error::invalid_field("desc.prefix", e))?;
+        let name: StreamName = desc
+            .name
+            .parse()
+            .map_err(|e| Error::invalid_field("desc.name", e))?;
+        let secret =
+            PrefixSecret::from_bytes(&req.secret).map_err(|e| Error::invalid_field("secret", e))?;
+
+        let key = (project, prefix);
+        let Some(registered) = self.prefixes.get(&key) else {
+            return Err(Error::failed_precondition(format!(
+                "prefix {:?} is not registered in project {:?}",
+                key.1.as_str(),
+                key.0.as_str()
+            )));
+        };
+        if registered.expires_at.is_some_and(|at| now >= at) {
+            return Err(Error::failed_precondition(format!(
+                "prefix {:?} of project {:?} has expired",
+                key.1.as_str(),
+                key.0.as_str()
+            )));
+        }
+        if !registered.secret.ct_eq_bytes(secret.as_bytes()) {
+            return Err(Error::invalid_field(
+                "secret",
+                "does not match the prefix's secret",
+            ));
+        }
+
+        let (project, prefix) = key;
+        let path = StreamPath::new(&prefix, &name);
+        let id = StreamId::for_path(&path);
+        let stream = self
+            .streams
+            .entry((project.clone(), id.clone()))
+            .or_insert_with(|| StoredStream {
+                project,
+                path,
+                id: id.clone(),
+                proto_version: req.proto_version.clone(),
+                secret,
+                terminal_index: MessageIndex::optional_from_wire(req.terminal_index),
+                archived: false,
+                purged: false,
+                descriptor: req.desc.clone(),
+                registrations: 0,
+                terminations: 0,
+                created: now,
+            });
+        stream.registrations += 1;
+        Ok(RegisterStreamResponse {
+            id: id.as_str().to_owned(),
+            state: Some(stream.wire_state()),
+            error: None,
+        })
+    }
+
+    /// TerminateStream. Checks, in order: project, terminal index (negative:
+    /// `InvalidArgument`), ID (not 64 hex characters: `InvalidArgument`), stream
+    /// exists (`NotFound`), secret (`InvalidArgument`), then records the index:
+    /// the same index again is a success, a different one `FailedPrecondition`.
+    pub(crate) fn terminate(&mut self, req: &TerminateStreamRequest) -> Result<(), Error> {
+        let project = parse_project(&req.project)?;
+        let index = MessageIndex::from_wire(req.terminal_index)
+            .map_err(|e| Error::invalid_field("terminal_index", e))?;
+        let id = parse_sha256_id(&req.id)?;
+        let Some(stream) = self.streams.get_mut(&(project, id)) else {
+            return Err(not_found(&req.project, &req.id));
+        };
+        if !stream.secret.ct_eq_bytes(&req.secret) {
+            return Err(Error::invalid_field(
+                "secret",
+                "does not match the stream's secret",
+            ));
+        }
+        match stream.terminal_index {
+            None => stream.terminal_index = Some(index),
+            Some(existing) if existing == index => {}
+            Some(existing) => {
+                return Err(Error::failed_precondition(format!(
+                    "stream {} is already terminated at index {existing}; cannot terminate it at {index}",
+                    stream.id
+                )));
+            }
+        }
+        stream.terminations += 1;
+        Ok(())
+    }
+
+    /// LoadStream: the stored state (and the descriptor if asked for). Checks
+    /// project and ID as [`Registry::terminate`] does; unknown ID: `NotFound`.
+    pub(crate) fn load(
+        &self,
+        req: &LoadStreamRequest,
+        now: Instant,
+    ) -> Result<LoadStreamResponse, Error> {
+        let project = parse_project(&req.project)?;
+        let id = parse_sha256_id(&req.id)?;
+        let Some(stream) = self.streams.get(&(project, id)) else {
+            return Err(not_found(&req.project, &req.id));
+        };
+        let age = now.saturating_duration_since(stream.created);
+        Ok(LoadStreamResponse {
+            state: Some(stream.wire_state()),
+            desc: if req.desc {
+                stream.descriptor.clone()
+            } else {
+                Vec::new()
+            },
+            age: Some(prost_types::Duration {
+                seconds: i64::try_from(age.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(age.subsec_nanos()).unwrap_or(0),
+            }),
+            archival_key: Vec::new(),
+        })
+    }
+}
+
+fn parse_project(project: &str) -> Result<ProjectName, Error> {
+    project
+        .parse()
+        .map_err(|e| Error::invalid_field("project", e))
+}
+
+/// A LogDog stream ID: 64 hex characters, either case; normalized to lowercase.
+fn parse_sha256_id(id: &str) -> Result<StreamId, Error> {
+    if id.len() != 64 {
+        return Err(Error::invalid_field(
+            "id",
+            format_args!("must be 64 hex characters; found {} bytes", id.len()),
+        ));
+    }
+    if let Some(index) = id.bytes().position(|b| !b.is_ascii_hexdigit()) {
+        return Err(Error::invalid_field(
+            "id",
+            format_args!("must be 64 hex characters; byte {index} is not a hex digit"),
+        ));
+    }
+    id.to_ascii_lowercase()
+        .parse()
+        .map_err(|e| Error::invalid_field("id", e))
+}
+
+fn not_found(project: &str, id: &str) -> Error {
+    Error::not_found(format!("no stream with ID {id} in project {project:?}"))
+}
+
+/// At most 64 characters of client-supplied text, for messages.
+fn truncated(text: &str) -> &str {
+    match text.char_indices().nth(64) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coordinator_api::Code;
+
+    fn desc(prefix: &str, name: &str) -> Vec<u8> {
+        LogStreamDescriptor {
+            prefix: prefix.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn id_parsing_is_case_insensitive_and_names_the_problem() {
+        let upper = "F53FE51CC97B9FBF00E69A388BFD079168D1E15C3FE708E44F049DC9688F52AD";
+        assert_eq!(
+            parse_sha256_id(upper).unwrap().as_str(),
+            upper.to_lowercase()
+        );
+        let e = parse_sha256_id("abc").unwrap_err();
+        assert_eq!((e.code(), e.field()), (Code::InvalidArgument, Some("id")));
+        assert!(e.message().contains("found 3 bytes"), "{e}");
+        let bad = format!("{}g", &upper[..63]);
+        assert!(
+            parse_sha256_id(&bad)
+                .unwrap_err()
+                .message()
+                .contains("byte 63")
+        );
+    }
+
+    #[test]
+    fn register_then_terminate_through_the_registry() {
+        let now = Instant::now();
+        let mut reg = Registry::default();
+        let project: ProjectName = "p".parse().unwrap();
+        let secret = PrefixSecret::from([3; 36]);
+        reg.register_prefix(&project, &"a".parse().unwrap(), &secret, None, now);
+        let resp = reg
+            .register(
+                &RegisterStreamRequest {
+                    project: "p".into(),
+                    secret: vec![3; 36],
+                    proto_version: "1".into(),
+                    desc: desc("a", "b"),
+                    terminal_index: -1,
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            resp.id,
+            StreamId::for_path(&"a/+/b".parse().unwrap()).as_str()
+        );
+        reg.terminate(&TerminateStreamRequest {
+            project: "p".into(),
+            id: resp.id.clone(),
+            secret: vec![3; 36],
+            terminal_index: 4,
+        })
+        .unwrap();
+        let stored = reg.stream(&project, &"a/+/b".parse().unwrap()).unwrap();
+        assert_eq!(stored.terminal_index, Some(MessageIndex::from(4)));
+        assert_eq!((stored.registrations, stored.terminations), (1, 1));
+    }
+
+    #[test]
+    fn truncation_is_char_safe() {
+        let long = "é".repeat(100);
+        assert_eq!(truncated(&long).chars().count(), 64);
+        assert_eq!(truncated("1"), "1");
+    }
+}
