@@ -1,0 +1,750 @@
+//! [`GrpcCoordinator`]: the [`Coordinator`] over `logdog.Services`.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordinator_api::{
+    Coordinator, CoordinatorFuture, Error, LogStreamState, ProjectName, RegisterRequest,
+    StreamPath, TerminateRequest,
+};
+use tokio::sync::Semaphore;
+use tonic::codegen::{Body, Bytes, StdError, http};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+use crate::BuildError;
+use crate::batch::{BatchOptions, BatchTransport, BatchingClient};
+use crate::convert::{
+    ServiceError, error_from_status, register_to_wire, state_from_wire, terminate_to_wire,
+};
+use crate::proto::logdog as proto;
+use crate::proto::logdog::services_client::ServicesClient;
+use crate::retry::{RetryPolicy, with_retries};
+
+/// The type-erased HTTP/2 service every [`GrpcCoordinator`] sends through.
+type BoxedService = BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    ServiceError,
+>;
+
+/// A per-request metadata hook: gets each request's metadata (no message) before
+/// it is sent; an error status fails the call without sending it.
+type Interceptor =
+    Arc<dyn Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
+
+/// The default user agent prefix (tonic appends its own).
+const USER_AGENT: &str = concat!("coordinator-grpc/", env!("CARGO_PKG_VERSION"));
+
+/// The default per-attempt timeout.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest response accepted, and the largest request sent (32 MiB, the
+/// Coordinator's request size limit).
+const MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
+
+/// A [`Coordinator`] that speaks LogDog's `logdog.Services` API over gRPC
+/// (`semantics.md` §4).
+///
+/// - Requests are sent as single RPCs (the default) or queued through a
+///   [`BatchingClient`] and sent as `Batch` RPCs
+///   ([`GrpcCoordinatorBuilder::batching`], [`GrpcCoordinator::batched`]).
+/// - Transient failures are retried per the [`RetryPolicy`] (default: first
+///   delay 1 s, 5 retries, with jitter); permanent errors never are. Each
+///   attempt has a timeout (default 30 s) and the whole call an optional
+///   deadline.
+/// - Errors: a server's status keeps its code and message and is transient iff
+///   the code is; transport failures are transient `Unavailable`; timeouts are
+///   transient `DeadlineExceeded`; a malformed response is a permanent
+///   `Internal` error naming the field. Nothing the server sends causes a panic.
+/// - The returned state carries the request's project and path.
+/// - Cheap to clone (clones share the channel, options and batching queue).
+///   Cancel-safe: dropping a call's future abandons it (a batched entry not yet
+///   sent is dropped from its batch).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use coordinator_api::{Coordinator, RegisterRequest};
+/// use coordinator_grpc::{GrpcCoordinator, RetryPolicy};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let coordinator = GrpcCoordinator::builder()
+///     .retry(RetryPolicy::default().with_max_retries(3))
+///     .deadline(Duration::from_secs(20))
+///     .bearer_token("ya29.token")
+///     .connect_lazy("http://127.0.0.1:50051")?;
+/// let request = RegisterRequest::parse("chromium", "builds/1/+/stdout", &[7; 36], None)?;
+/// let state = coordinator.register_stream(&request, b"descriptor").await?;
+/// println!("registered {} as {}", state.path, state.id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct GrpcCoordinator {
+    rpc: Rpc,
+    batcher: Option<BatchingClient>,
+}
+
+/// One RPC attempt's machinery: the client, per-request metadata, the attempt
+/// timeout and the concurrency limit. Shared by clones.
+#[derive(Clone)]
+struct Rpc {
+    client: ServicesClient<BoxedService>,
+    config: Arc<CallConfig>,
+}
+
+struct CallConfig {
+    retry: RetryPolicy,
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    authorization: Option<AsciiMetadataValue>,
+    interceptor: Option<Interceptor>,
+    limit: Option<(usize, Arc<Semaphore>)>,
+}
+
+impl fmt::Debug for GrpcCoordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.rpc.config;
+        f.debug_struct("GrpcCoordinator")
+            .field("retry", &c.retry)
+            .field("attempt_timeout", &c.attempt_timeout)
+            .field("deadline", &c.deadline)
+            .field(
+                "bearer_token",
+                &c.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("interceptor", &c.interceptor.is_some())
+            .field("concurrency_limit", &c.limit.as_ref().map(|(n, _)| *n))
+            .field("batching", &self.batcher)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcCoordinator {
+    /// A coordinator over `channel` with the default options: direct RPCs, the
+    /// default [`RetryPolicy`], a 30 s attempt timeout, no deadline.
+    pub fn new(channel: Channel) -> GrpcCoordinator {
+        GrpcCoordinator::from_service(channel)
+    }
+
+    /// A coordinator over any HTTP/2 service tonic's generated client accepts (a
+    /// `Channel` with your own tower layers, for example), with the default
+    /// options. Use [`GrpcCoordinatorBuilder::build_service`] for other options.
+    pub fn from_service<S, B>(service: S) -> GrpcCoordinator
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<StdError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<StdError>,
+    {
+        GrpcCoordinatorBuilder::default().direct(boxed(service), None)
+    }
+
+    /// Connects eagerly to `url` (e.g. `"http://127.0.0.1:50051"`) with the
+    /// default options. Errors if the URL is invalid or the connection fails.
+    pub async fn connect(url: impl Into<String>) -> Result<GrpcCoordinator, BuildError> {
+        GrpcCoordinatorBuilder::default().connect(url).await
+    }
+
+    /// A coordinator for `url` that connects on first use (and reconnects after
+    /// failures), with the default options. Must be called within a Tokio
+    /// runtime.
+    pub fn connect_lazy(url: impl Into<String>) -> Result<GrpcCoordinator, BuildError> {
+        GrpcCoordinatorBuilder::default().connect_lazy(url)
+    }
+
+    /// A coordinator over `channel` that sends its calls through a
+    /// [`BatchingClient`] with `options`, otherwise with the default options.
+    /// Must be called within a Tokio runtime.
+    pub fn batched(channel: Channel, options: BatchOptions) -> Result<GrpcCoordinator, BuildError> {
+        GrpcCoordinatorBuilder::default()
+            .batching(options)
+            .build(channel)
+    }
+
+    /// A builder for the other options (retries, timeouts, TLS, auth,
+    /// concurrency, user agent, batching).
+    pub fn builder() -> GrpcCoordinatorBuilder {
+        GrpcCoordinatorBuilder::default()
+    }
+
+    /// The batching client calls go through, if batching is on (for its
+    /// [`stats`](BatchingClient::stats)).
+    pub fn batching_client(&self) -> Option<&BatchingClient> {
+        self.batcher.as_ref()
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.rpc.config.retry
+    }
+
+    /// With batching on, sends what is queued and waits for all outstanding
+    /// batches ([`BatchingClient::flush`]); otherwise returns at once.
+    pub async fn flush(&self) {
+        if let Some(batcher) = &self.batcher {
+            batcher.flush().await;
+        }
+    }
+
+    /// With batching on, flushes and stops the batching client
+    /// ([`BatchingClient::close`]): later calls fail with a transient
+    /// `Unavailable` error. Otherwise returns at once.
+    pub async fn close(&self) {
+        if let Some(batcher) = &self.batcher {
+            batcher.close().await;
+        }
+    }
+
+    async fn register_once(
+        &self,
+        request: &RegisterRequest,
+        desc: &[u8],
+    ) -> Result<LogStreamState, Error> {
+        let wire = register_to_wire(request, desc);
+        let response = match &self.batcher {
+            Some(batcher) => batcher.register_wire(wire).await?,
+            None => self.rpc.register(wire).await?,
+        };
+        state_from_wire(request, response)
+    }
+
+    async fn terminate_once(&self, request: &TerminateRequest) -> Result<(), Error> {
+        let wire = terminate_to_wire(request);
+        match &self.batcher {
+            Some(batcher) => batcher.terminate_wire(wire).await,
+            None => self.rpc.terminate(wire).await,
+        }
+    }
+}
+
+/// Checks what the request's types do not: a non-empty protocol version.
+/// (Project, path, secret and terminal index are validated by their types;
+/// raw input is validated by [`RegisterRequest::parse`].)
+pub(crate) fn validate_register(request: &RegisterRequest) -> Result<(), Error> {
+    if request.proto_version.is_empty() {
+        return Err(Error::invalid_field("proto_version", "must not be empty"));
+    }
+    Ok(())
+}
+
+/// Names a call in logs: operation, project and path (never the secret).
+struct CallName<'a>(&'static str, &'a ProjectName, &'a StreamPath);
+
+impl fmt::Display for CallName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.0, self.1, self.2)
+    }
+}
+
+impl Coordinator for GrpcCoordinator {
+    /// Registers the stream: validates the request (nothing is sent if it is
+    /// invalid), then sends it (directly or batched) with retries.
+    fn register_stream<'a>(
+        &'a self,
+        request: &'a RegisterRequest,
+        desc: &'a [u8],
+    ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
+        CoordinatorFuture::new(async move {
+            validate_register(request)?;
+            let config = &self.rpc.config;
+            let name = CallName("RegisterStream", &request.project, &request.path);
+            with_retries(&config.retry, config.deadline, &name, || {
+                self.register_once(request, desc)
+            })
+            .await
+            .map(Arc::new)
+        })
+    }
+
+    /// Records the terminal index (directly or batched) with retries.
+    fn terminate_stream<'a>(
+        &'a self,
+        request: &'a TerminateRequest,
+    ) -> CoordinatorFuture<'a, Result<(), Error>> {
+        CoordinatorFuture::new(async move {
+            let config = &self.rpc.config;
+            let name = CallName("TerminateStream", &request.project, &request.path);
+            with_retries(&config.retry, config.deadline, &name, || {
+                self.terminate_once(request)
+            })
+            .await
+        })
+    }
+}
+
+impl BatchTransport for GrpcCoordinator {
+    /// One `Batch` RPC attempt (never through this coordinator's own batching
+    /// client), with the per-attempt timeout, metadata and concurrency limit.
+    fn send_batch(
+        &self,
+        request: proto::BatchRequest,
+    ) -> CoordinatorFuture<'static, Result<proto::BatchResponse, Error>> {
+        let rpc = self.rpc.clone();
+        CoordinatorFuture::new(async move { rpc.batch(request).await })
+    }
+}
+
+impl Rpc {
+    /// One attempt of `RegisterStream`.
+    async fn register(
+        &self,
+        message: proto::RegisterStreamRequest,
+    ) -> Result<proto::RegisterStreamResponse, Error> {
+        let request = self.prepare(message)?;
+        let mut client = self.client.clone();
+        self.run(client.register_stream(request)).await
+    }
+
+    /// One attempt of `TerminateStream`.
+    async fn terminate(&self, message: proto::TerminateStreamRequest) -> Result<(), Error> {
+        let request = self.prepare(message)?;
+        let mut client = self.client.clone();
+        self.run(client.terminate_stream(request)).await
+    }
+
+    /// One attempt of `Batch`.
+    async fn batch(&self, message: proto::BatchRequest) -> Result<proto::BatchResponse, Error> {
+        let request = self.prepare(message)?;
+        let mut client = self.client.clone();
+        self.run(client.batch(request)).await
+    }
+
+    /// Runs one prepared RPC: waits for a concurrency slot, then bounds the call
+    /// by the attempt timeout. (`response` does nothing until polled.)
+    async fn run<R>(
+        &self,
+        response: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, Error> {
+        let _permit = match &self.config.limit {
+            Some((_, semaphore)) => Some(
+                semaphore
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::unavailable("the concurrency limiter is closed"))?,
+            ),
+            None => None,
+        };
+        let result = match self.config.attempt_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, response).await.map_err(|_| {
+                Error::deadline_exceeded(format!("the attempt timed out after {timeout:?}"))
+            })?,
+            None => response.await,
+        };
+        result
+            .map(tonic::Response::into_inner)
+            .map_err(|status| error_from_status(&status))
+    }
+
+    fn prepare<M>(&self, message: M) -> Result<tonic::Request<M>, Error> {
+        let mut request = tonic::Request::new(message);
+        if let Some(timeout) = self.config.attempt_timeout {
+            request.set_timeout(timeout);
+        }
+        if let Some(token) = &self.config.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        if let Some(interceptor) = &self.config.interceptor {
+            let (metadata, extensions, message) = request.into_parts();
+            let intercepted = interceptor(tonic::Request::from_parts(metadata, extensions, ()))
+                .map_err(|status| error_from_status(&status))?;
+            let (metadata, extensions, ()) = intercepted.into_parts();
+            request = tonic::Request::from_parts(metadata, extensions, message);
+        }
+        Ok(request)
+    }
+}
+
+fn boxed<S, B>(service: S) -> BoxedService
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<StdError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError>,
+{
+    BoxCloneSyncService::new(
+        service
+            .map_response(|response: http::Response<B>| response.map(tonic::body::Body::new))
+            .map_err(|error: S::Error| ServiceError(error.into())),
+    )
+}
+
+/// Options for a [`GrpcCoordinator`]; from [`GrpcCoordinator::builder`].
+///
+/// Every option has a production default; see each method. Endpoint options
+/// (user agent, TLS, connect timeout) apply to the channels this builder makes
+/// ([`connect`](Self::connect), [`connect_lazy`](Self::connect_lazy)); for a
+/// channel you build yourself, set them on your `Endpoint`.
+#[derive(Clone)]
+pub struct GrpcCoordinatorBuilder {
+    retry: RetryPolicy,
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    bearer_token: Option<String>,
+    interceptor: Option<Interceptor>,
+    concurrency_limit: Option<usize>,
+    user_agent: String,
+    connect_timeout: Option<Duration>,
+    max_message_size: usize,
+    batching: Option<BatchOptions>,
+    #[cfg(feature = "tls")]
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl Default for GrpcCoordinatorBuilder {
+    fn default() -> Self {
+        GrpcCoordinatorBuilder {
+            retry: RetryPolicy::default(),
+            attempt_timeout: Some(ATTEMPT_TIMEOUT),
+            deadline: None,
+            bearer_token: None,
+            interceptor: None,
+            concurrency_limit: None,
+            user_agent: USER_AGENT.to_owned(),
+            connect_timeout: Some(Duration::from_secs(10)),
+            max_message_size: MAX_MESSAGE_SIZE,
+            batching: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+impl fmt::Debug for GrpcCoordinatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcCoordinatorBuilder")
+            .field("retry", &self.retry)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("interceptor", &self.interceptor.is_some())
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field("user_agent", &self.user_agent)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("batching", &self.batching)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcCoordinatorBuilder {
+    /// How transient failures are retried. Default [`RetryPolicy::default`]
+    /// (first delay 1 s, 5 retries); [`RetryPolicy::none`] turns retries off.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The timeout of each attempt (also sent to the server as `grpc-timeout`).
+    /// A timed-out attempt is a transient `DeadlineExceeded` error, and may be
+    /// retried. Default 30 s; `None` for no timeout. With batching, it bounds
+    /// each `Batch` RPC, not the time an entry waits in the queue.
+    pub fn attempt_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.attempt_timeout = timeout.into();
+        self
+    }
+
+    /// An overall deadline per call, across all attempts and backoff delays
+    /// (and queueing, with batching). When it passes, the call fails with a
+    /// transient `DeadlineExceeded` error; a retry whose backoff would end past
+    /// it is not made (the last error is returned). Default `None`.
+    pub fn deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.deadline = deadline.into();
+        self
+    }
+
+    /// Sends `authorization: Bearer <token>` with every request. The token is
+    /// never shown in `Debug` output or errors; building fails with
+    /// [`BuildError::BearerToken`] if it is not visible ASCII. Default none.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// A hook run on every request's metadata before it is sent (after the
+    /// bearer token is set), as with tonic's interceptors: add headers, or
+    /// return an error status to fail the call without sending it (the status
+    /// is mapped like a server's). Default none.
+    pub fn interceptor<F>(mut self, interceptor: F) -> Self
+    where
+        F: Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.interceptor = Some(Arc::new(interceptor));
+        self
+    }
+
+    /// At most `limit` RPCs in flight at once from this coordinator and its
+    /// clones (with batching: `Batch` RPCs); further attempts wait for a slot.
+    /// Waiting counts against the [`deadline`](Self::deadline) but not the
+    /// attempt timeout. Default unlimited; 0 means unlimited.
+    pub fn concurrency_limit(mut self, limit: usize) -> Self {
+        self.concurrency_limit = (limit > 0).then_some(limit);
+        self
+    }
+
+    /// The `user-agent` prefix for channels this builder makes (tonic appends
+    /// its own). Default `coordinator-grpc/<version>`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// How long connecting may take, for channels this builder makes. Default
+    /// 10 s; `None` for no limit.
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = timeout.into();
+        self
+    }
+
+    /// The largest response message accepted (and request sent). Default
+    /// 32 MiB, the Coordinator's request size limit.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sends calls through a [`BatchingClient`] with `options` instead of as
+    /// single RPCs. Retries still apply per call: an entry that failed
+    /// transiently is queued again after the backoff delay. Default off.
+    pub fn batching(mut self, options: BatchOptions) -> Self {
+        self.batching = Some(options);
+        self
+    }
+
+    /// TLS settings for `https` URLs (rustls, with the ring provider). Without
+    /// this, an `https` URL trusts the system's root certificates. Needs the
+    /// crate's `tls` feature.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The `Endpoint` this builder would connect to for `url`, with the user
+    /// agent, connect timeout and TLS settings applied (to customise further
+    /// and pass to [`build`](Self::build)).
+    pub fn endpoint(&self, url: impl Into<String>) -> Result<Endpoint, BuildError> {
+        let url = url.into();
+        let invalid = |source| BuildError::InvalidUrl {
+            url: url.clone(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone()).map_err(invalid)?;
+        endpoint = endpoint
+            .user_agent(self.user_agent.clone())
+            .map_err(BuildError::UserAgent)?;
+        if let Some(timeout) = self.connect_timeout {
+            endpoint = endpoint.connect_timeout(timeout);
+        }
+        let https = endpoint.uri().scheme_str() == Some("https");
+        #[cfg(feature = "tls")]
+        {
+            let config = match (&self.tls, https) {
+                (Some(config), _) => Some(config.clone()),
+                (None, true) => Some(tonic::transport::ClientTlsConfig::new().with_enabled_roots()),
+                (None, false) => None,
+            };
+            if let Some(config) = config {
+                endpoint = endpoint.tls_config(config).map_err(BuildError::Tls)?;
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        if https {
+            return Err(BuildError::TlsNotEnabled { url });
+        }
+        Ok(endpoint)
+    }
+
+    /// Connects eagerly to `url` and builds the coordinator. Errors if the URL
+    /// or an option is invalid, or the connection fails.
+    pub async fn connect(self, url: impl Into<String>) -> Result<GrpcCoordinator, BuildError> {
+        let url = url.into();
+        let endpoint = self.endpoint(url.clone())?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| BuildError::Connect { url, source })?;
+        self.build(channel)
+    }
+
+    /// Builds a coordinator for `url` that connects on first use (and
+    /// reconnects after failures: a failed connection is a transient
+    /// `Unavailable` error for the call). Must be called within a Tokio runtime.
+    pub fn connect_lazy(self, url: impl Into<String>) -> Result<GrpcCoordinator, BuildError> {
+        let endpoint = self.endpoint(url)?;
+        tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime {
+            what: "a lazily connected channel",
+        })?;
+        self.build(endpoint.connect_lazy())
+    }
+
+    /// Builds a coordinator over `channel`. Errors if an option is invalid, or
+    /// batching is on and no Tokio runtime is running.
+    pub fn build(self, channel: Channel) -> Result<GrpcCoordinator, BuildError> {
+        self.build_service(channel)
+    }
+
+    /// Builds a coordinator over any HTTP/2 service tonic's generated client
+    /// accepts (e.g. a `Channel` wrapped in your own tower layers).
+    pub fn build_service<S, B>(self, service: S) -> Result<GrpcCoordinator, BuildError>
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<StdError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<StdError>,
+    {
+        let authorization = match &self.bearer_token {
+            Some(token) => {
+                let mut value: AsciiMetadataValue =
+                    MetadataValue::try_from(format!("Bearer {token}"))
+                        .map_err(|_| BuildError::BearerToken { len: token.len() })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let batching = self.batching;
+        let direct = self.direct(boxed(service), authorization);
+        match batching {
+            None => Ok(direct),
+            Some(options) => {
+                let batcher = BatchingClient::new(direct.clone(), options)?;
+                Ok(GrpcCoordinator {
+                    batcher: Some(batcher),
+                    ..direct
+                })
+            }
+        }
+    }
+
+    /// The direct-mode coordinator (no batching; cannot fail).
+    fn direct(
+        self,
+        service: BoxedService,
+        authorization: Option<AsciiMetadataValue>,
+    ) -> GrpcCoordinator {
+        let client = ServicesClient::new(service)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size);
+        GrpcCoordinator {
+            rpc: Rpc {
+                client,
+                config: Arc::new(CallConfig {
+                    retry: self.retry,
+                    attempt_timeout: self.attempt_timeout,
+                    deadline: self.deadline,
+                    authorization,
+                    interceptor: self.interceptor,
+                    limit: self
+                        .concurrency_limit
+                        .map(|n| (n, Arc::new(Semaphore::new(n)))),
+                }),
+            },
+            batcher: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_bearer_token() {
+        let builder = GrpcCoordinator::builder().bearer_token("s3cr3t-token");
+        let dbg = format!("{builder:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        assert!(dbg.contains("<redacted>"), "{dbg}");
+    }
+
+    #[tokio::test]
+    async fn debug_of_a_coordinator_redacts_the_bearer_token() {
+        let c = GrpcCoordinator::builder()
+            .bearer_token("s3cr3t-token")
+            .connect_lazy("http://127.0.0.1:1")
+            .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+    }
+
+    #[tokio::test]
+    async fn invalid_bearer_token_is_a_build_error_without_the_token() {
+        let e = GrpcCoordinator::builder()
+            .bearer_token("bad\ntoken")
+            .connect_lazy("http://127.0.0.1:1")
+            .unwrap_err();
+        assert!(matches!(e, BuildError::BearerToken { len: 9 }), "{e:?}");
+        assert!(
+            !e.to_string().contains("token\n") && !e.to_string().contains("bad"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn invalid_url_and_missing_runtime_are_build_errors() {
+        let e = GrpcCoordinator::builder()
+            .endpoint("not a url")
+            .unwrap_err();
+        assert!(matches!(e, BuildError::InvalidUrl { .. }), "{e:?}");
+        let e = GrpcCoordinator::connect_lazy("http://127.0.0.1:1").unwrap_err();
+        assert!(matches!(e, BuildError::NoRuntime { .. }), "{e:?}");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn https_needs_the_tls_feature() {
+        let e = GrpcCoordinator::builder()
+            .endpoint("https://example.invalid")
+            .unwrap_err();
+        assert!(matches!(e, BuildError::TlsNotEnabled { .. }), "{e:?}");
+    }
+
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn https_uses_tls_with_the_feature() {
+        let endpoint = GrpcCoordinator::builder()
+            .endpoint("https://example.invalid")
+            .unwrap();
+        assert_eq!(endpoint.uri().scheme_str(), Some("https"));
+        let c = GrpcCoordinator::builder()
+            .tls(tonic::transport::ClientTlsConfig::new().domain_name("example.invalid"))
+            .connect_lazy("https://example.invalid");
+        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn empty_proto_version_is_invalid() {
+        let mut req = RegisterRequest::parse("p", "a/+/b", &[1; 36], None).unwrap();
+        assert!(validate_register(&req).is_ok());
+        req.proto_version = "".into();
+        let e = validate_register(&req).unwrap_err();
+        assert_eq!(e.field(), Some("proto_version"));
+        assert!(!e.is_transient());
+    }
+}

@@ -1,0 +1,209 @@
+//! A misbehaving `logdog.Services` server over loopback: whatever it answers,
+//! the client returns a typed error (or a sensible state), never a panic.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use coordinator_api::{Code, Coordinator, PROTOCOL_VERSION, RegisterRequest};
+use coordinator_grpc::proto::logdog::services_server::{Services, ServicesServer};
+use coordinator_grpc::proto::logdog::{
+    ArchiveStreamRequest, BatchRequest, BatchResponse, DeleteRequest, InternalLogStreamState,
+    LeaseRequest, LeaseResponse, LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest,
+    RegisterStreamResponse, TerminateStreamRequest, batch_response,
+};
+use coordinator_grpc::{BatchOptions, GrpcCoordinator, RetryPolicy};
+use tonic::{Request, Response, Status};
+
+/// Answers every RegisterStream with `register`, and every Batch with
+/// `batch(request)`.
+#[derive(Clone)]
+struct ScriptedServer {
+    register: Arc<Mutex<RegisterStreamResponse>>,
+    batch: Arc<dyn Fn(&BatchRequest) -> BatchResponse + Send + Sync>,
+}
+
+#[tonic::async_trait]
+impl Services for ScriptedServer {
+    async fn register_stream(
+        &self,
+        _: Request<RegisterStreamRequest>,
+    ) -> Result<Response<RegisterStreamResponse>, Status> {
+        Ok(Response::new(self.register.lock().unwrap().clone()))
+    }
+    async fn load_stream(
+        &self,
+        _: Request<LoadStreamRequest>,
+    ) -> Result<Response<LoadStreamResponse>, Status> {
+        Err(Status::unimplemented("load"))
+    }
+    async fn terminate_stream(
+        &self,
+        _: Request<TerminateStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        Ok(Response::new(()))
+    }
+    async fn archive_stream(
+        &self,
+        _: Request<ArchiveStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("archive"))
+    }
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        Ok(Response::new((self.batch)(request.get_ref())))
+    }
+    async fn lease_archive_tasks(
+        &self,
+        _: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        Err(Status::unimplemented("lease"))
+    }
+    async fn delete_archive_tasks(
+        &self,
+        _: Request<DeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("delete"))
+    }
+}
+
+fn good_response() -> RegisterStreamResponse {
+    RegisterStreamResponse {
+        id: "8be6b498586133db3940ea62baf3792460bcfb6595873e4421843d08cafa3709".into(),
+        state: Some(InternalLogStreamState {
+            proto_version: "1".into(),
+            secret: vec![5; 36],
+            terminal_index: -1,
+            archived: false,
+            purged: false,
+        }),
+        error: None,
+    }
+}
+
+async fn serve(server: ScriptedServer) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ServicesServer::new(server))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    format!("http://{addr}")
+}
+
+fn request() -> RegisterRequest {
+    RegisterRequest::parse("proj", "foo/+/bar", &[5; 36], None).unwrap()
+}
+
+#[tokio::test]
+async fn malformed_register_responses_are_permanent_errors() {
+    let register = Arc::new(Mutex::new(good_response()));
+    let url = serve(ScriptedServer {
+        register: register.clone(),
+        batch: Arc::new(|_| BatchResponse::default()),
+    })
+    .await;
+    let c = GrpcCoordinator::builder()
+        .retry(RetryPolicy::none())
+        .connect(url)
+        .await
+        .unwrap();
+    let req = request();
+
+    // A good answer first: the request's identity, the response's state.
+    let state = c.register_stream(&req, b"d").await.unwrap();
+    assert_eq!(state.path, req.path);
+    assert!(matches!(
+        state.proto_version,
+        Cow::Borrowed(PROTOCOL_VERSION)
+    ));
+
+    let mut cases: Vec<(RegisterStreamResponse, &str)> = Vec::new();
+    let mut r = good_response();
+    r.state = None;
+    cases.push((r, "missing stream state"));
+    let mut r = good_response();
+    r.state.as_mut().unwrap().secret = vec![5; 35];
+    cases.push((r, "state.secret"));
+    let mut r = good_response();
+    r.state.as_mut().unwrap().secret.clear();
+    cases.push((r, "state.secret"));
+    let mut r = good_response();
+    r.id = String::new();
+    cases.push((r, "id"));
+    let mut r = good_response();
+    r.id = "bad id\u{7f}".into();
+    cases.push((r, "id"));
+    for (response, names) in cases {
+        *register.lock().unwrap() = response;
+        let e = c.register_stream(&req, b"d").await.unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e}");
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.message().contains(names), "{e}");
+    }
+
+    // A negative terminal index means "not terminated"; other versions are kept.
+    let mut r = good_response();
+    r.state.as_mut().unwrap().terminal_index = -7;
+    r.state.as_mut().unwrap().proto_version = "2".into();
+    *register.lock().unwrap() = r;
+    let state = c.register_stream(&req, b"d").await.unwrap();
+    assert_eq!(state.terminal_index, None);
+    assert_eq!(state.proto_version, "2");
+
+    // An error carried in the response is the call's error.
+    let mut r = good_response();
+    r.error = Some(coordinator_grpc::proto::logdog::Error {
+        grpc_code: 99,
+        transient: false,
+        msg: "odd".into(),
+    });
+    *register.lock().unwrap() = r;
+    let e = c.register_stream(&req, b"d").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unknown);
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn junk_batch_indexes_are_ignored() {
+    // Answers the entry with junk around it: out-of-range, negative and repeated
+    // indexes, and a repeated answer that is an error.
+    let batch = |request: &BatchRequest| {
+        let n = request.req.len() as i32;
+        let answer = |index| batch_response::Entry {
+            index,
+            value: Some(batch_response::entry::Value::RegisterStream(good_response())),
+        };
+        let error = batch_response::Entry {
+            index: 0,
+            value: Some(batch_response::entry::Value::Err(
+                coordinator_grpc::proto::logdog::Error {
+                    grpc_code: Code::NotFound.as_i32(),
+                    transient: false,
+                    msg: "late duplicate".into(),
+                },
+            )),
+        };
+        BatchResponse {
+            resp: vec![answer(n), answer(-1), answer(i32::MAX), answer(0), error],
+        }
+    };
+    let url = serve(ScriptedServer {
+        register: Arc::new(Mutex::new(good_response())),
+        batch: Arc::new(batch),
+    })
+    .await;
+    let c = GrpcCoordinator::builder()
+        .retry(RetryPolicy::none())
+        .batching(BatchOptions::default().with_max_entries(1))
+        .connect(url)
+        .await
+        .unwrap();
+    let req = request();
+    let state = c.register_stream(&req, b"d").await.unwrap();
+    assert_eq!(state.path, req.path);
+    let stats = c.batching_client().unwrap().stats();
+    assert_eq!((stats.batches_sent, stats.requeued_entries), (1, 0));
+}
