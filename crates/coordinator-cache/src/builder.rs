@@ -1,0 +1,166 @@
+//! [`CacheBuilder`]: the cache's optional knobs.
+
+use std::fmt;
+use std::time::Duration;
+
+use coordinator_api::Coordinator;
+use tokio::runtime::Handle;
+
+use crate::{CachedCoordinator, DEFAULT_EXPIRATION, DEFAULT_SIZE};
+
+/// The most shards a cache gets by default.
+const MAX_DEFAULT_SHARDS: usize = 16;
+/// By default a shard holds at least this many entries (so small caches have one
+/// shard, and one eviction order).
+const MIN_DEFAULT_SHARD_SIZE: usize = 1024;
+
+/// Builds a [`CachedCoordinator`] with optional knobs; start from
+/// [`CachedCoordinator::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use coordinator_cache::CachedCoordinator;
+/// use coordinator_testkit::FakeCoordinator;
+///
+/// let cache = CachedCoordinator::builder()
+///     .size(100_000)
+///     .expiration(Duration::from_secs(300))
+///     .shards(8)
+///     .metrics_prefix("collector_coordinator_cache")
+///     .metrics_label("pipeline", "main")
+///     .build(FakeCoordinator::new());
+/// assert_eq!(cache.size(), 100_000);
+/// assert_eq!(cache.shards(), 8);
+/// ```
+#[derive(Clone)]
+pub struct CacheBuilder {
+    size: usize,
+    expiration: Duration,
+    shards: usize,
+    metrics_prefix: String,
+    metrics_labels: Vec<(String, String)>,
+    runtime: Option<Handle>,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            size: 0,
+            expiration: Duration::ZERO,
+            shards: 0,
+            metrics_prefix: "coordinator_cache".to_owned(),
+            metrics_labels: Vec::new(),
+            runtime: None,
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// A builder with every knob at its default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most entries the cache holds; `0` means [`DEFAULT_SIZE`]. When full, a
+    /// new entry evicts an old one of its shard (second chance, see
+    /// [`CachedCoordinator`]).
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = size;
+        self
+    }
+
+    /// How long an entry lives after it is created (not after its last use);
+    /// zero means [`DEFAULT_EXPIRATION`].
+    pub fn expiration(mut self, expiration: Duration) -> Self {
+        self.expiration = expiration;
+        self
+    }
+
+    /// The number of independently locked shards, rounded up to a power of two
+    /// and lowered (halving) until no shard would be empty; `0` means the default:
+    /// up to 16, with at least 1,024 entries per shard. The size bound is split
+    /// exactly between the shards, and eviction order is kept per shard.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// The prefix of every metric name (default `coordinator_cache`); see the
+    /// crate docs for the names.
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = prefix.into();
+        self
+    }
+
+    /// Adds a label to every metric this cache emits (e.g. to tell two caches
+    /// apart).
+    pub fn metrics_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metrics_labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// The Tokio runtime that runs inner calls when a call is made outside any
+    /// runtime context. By default inner calls that do not answer at once run on
+    /// the caller's runtime, and outside any runtime they fail with a transient
+    /// error.
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Builds the cache in front of `inner`.
+    ///
+    /// The `metrics` handles are registered here, with the recorder installed at
+    /// this moment (none: the metrics are no-ops).
+    pub fn build<C: Coordinator + 'static>(self, inner: C) -> CachedCoordinator<C> {
+        let size = if self.size == 0 {
+            DEFAULT_SIZE
+        } else {
+            self.size
+        };
+        let expiration = if self.expiration.is_zero() {
+            DEFAULT_EXPIRATION
+        } else {
+            self.expiration
+        };
+        let mut shards = if self.shards == 0 {
+            (size / MIN_DEFAULT_SHARD_SIZE).clamp(1, MAX_DEFAULT_SHARDS)
+        } else {
+            self.shards.checked_next_power_of_two().unwrap_or(1 << 30)
+        };
+        if !shards.is_power_of_two() {
+            // Round the default down, so that shards keep the minimum size.
+            shards = shards.next_power_of_two() / 2;
+        }
+        while shards > size {
+            shards /= 2;
+        }
+        let labels = self
+            .metrics_labels
+            .into_iter()
+            .map(|(k, v)| metrics::Label::new(k, v))
+            .collect::<Vec<_>>();
+        CachedCoordinator::from_parts(
+            inner,
+            size,
+            expiration,
+            shards,
+            &self.metrics_prefix,
+            &labels,
+            self.runtime,
+        )
+    }
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("size", &self.size)
+            .field("expiration", &self.expiration)
+            .field("shards", &self.shards)
+            .field("metrics_prefix", &self.metrics_prefix)
+            .field("metrics_labels", &self.metrics_labels)
+            .field("runtime", &self.runtime.is_some())
+            .finish()
+    }
+}

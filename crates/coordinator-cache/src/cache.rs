@@ -1,0 +1,791 @@
+//! [`CachedCoordinator`]: the hit path, the miss path, and call completion.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use coordinator_api::{
+    Code, Coordinator, CoordinatorFuture, Error, ProjectName, RegisterRequest, StreamPath,
+    TerminateRequest,
+};
+use hashlink::LinkedHashMap;
+use hashlink::linked_hash_map::RawEntryMut;
+use metrics::Label;
+use tokio::runtime::Handle;
+
+use crate::CacheBuilder;
+use crate::flight::Flight;
+use crate::stats::{CacheStats, Metrics, PUBLISH_BATCH};
+use crate::table::{
+    AttemptId, Clock, Entry, Key, KeyHasher, MAX_NANOS, PaddedShard, RegisterResult, RegisterSlot,
+    Shard, ShardState, TerminateResult, TerminateSlot, evict_one, hash_key, nanos,
+    with_known_index,
+};
+
+/// A [`Coordinator`] that caches and coalesces the calls of another one.
+///
+/// Entries are keyed by `(project, path)` and bounded in number
+/// ([`DEFAULT_SIZE`](crate::DEFAULT_SIZE) unless set); each lives a fixed time from
+/// its creation ([`DEFAULT_EXPIRATION`](crate::DEFAULT_EXPIRATION) unless set,
+/// measured with `tokio::time::Instant`, so paused test time applies). An expired
+/// entry is replaced by a fresh one on its next use.
+///
+/// # Eviction
+///
+/// A hashlink linked hash map per shard keeps entries in insertion order, and
+/// eviction is LRU approximated by second chance ("CLOCK"): a hit only marks its
+/// entry; to make room, the oldest entry is evicted unless it is marked, in which
+/// case it is unmarked and moved to the back. So an entry used since it was
+/// inserted (or last spared) survives, and hits write nothing to shared memory,
+/// which keeps them fast on many threads. With one shard (the default for sizes
+/// below 2,048) the eviction order is cache-wide, otherwise it is per shard; the
+/// size bound is exact either way.
+///
+/// # What is cached
+///
+/// - **register**: the first caller for an entry starts the inner call; every
+///   caller that arrives while it is in flight waits for that same call. Its
+///   answer is kept until the entry expires or is evicted, and later calls get it
+///   without any inner call. The answer for a key is whatever the first request
+///   registered: later requests' secrets or versions are not compared. A
+///   **permanent** error is kept the same way. A **transient** error is handed to
+///   the callers that waited for that attempt and then forgotten, so the next
+///   caller starts a new attempt. If the answer carries a terminal index, the entry
+///   remembers it; a kept state without a terminal index is returned with the
+///   entry's known index filled in (a copy, made once).
+/// - **terminate**: if the entry knows the stream's remote terminal index, the call
+///   succeeds at once without an inner call (a different requested index is
+///   logged as a warning, not an error). Otherwise calls are coalesced like
+///   registers, and on success the entry remembers the requested index. Errors
+///   are kept or forgotten as for register.
+///
+/// # Cancellation
+///
+/// The inner call does **not** run inside whichever caller came first: it belongs
+/// to the entry. It starts when `register_stream` / `terminate_stream` is called
+/// (not when the returned future is first polled) and is polled once inline, so an
+/// inner call that answers at once costs no task; if it is still pending it
+/// continues in a task spawned on the caller's Tokio runtime (or the one set with
+/// [`CacheBuilder::runtime`]). (The inline poll uses a no-op waker, so the inner
+/// future must, as the `Future` contract requires, wake the waker of its latest
+/// poll.) So:
+///
+/// - dropping any caller's future, including the first one's, at any point never
+///   cancels, fails, delays or repeats the call for the other callers, and the call
+///   still completes and fills the entry when every caller is gone;
+/// - a caller's cancellation or timeout is never stored as the entry's result;
+/// - the returned futures are cancel-safe: dropping one only stops that caller's
+///   wait.
+///
+/// An inner call that ends without an answer (it panicked, or its runtime shut
+/// down) fails its waiters with a transient `Internal` error, which is not kept.
+/// Outside any Tokio runtime (and with none set on the builder) nothing can run a
+/// call that does not answer at once, so such a call ends the same way.
+///
+/// # Cost
+///
+/// A hit is one clock read, one hash of the key (from the borrowed strings), one
+/// shard lock held for the map lookup only, and an `Arc` clone: no allocation, no
+/// string copy, no write to the entry, and it returns an already completed
+/// [`CoordinatorFuture::ready`]. Counters are plain per-shard integers updated
+/// under that lock. A miss clones the request and descriptor once into the call;
+/// if the inner call answers at once, that is all (no task, no waiter
+/// bookkeeping). No lock is ever held across an `.await` or an inner call, and
+/// calls for different keys never wait for each other.
+///
+/// Cloning a `CachedCoordinator` is cheap and shares the cache.
+///
+/// ```
+/// use std::time::Duration;
+/// use coordinator_api::{Coordinator, RegisterRequest};
+/// use coordinator_cache::CachedCoordinator;
+/// use coordinator_testkit::{FakeCoordinator, Operation};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let remote = FakeCoordinator::new();
+/// let cache = CachedCoordinator::new(remote.clone(), 0, Duration::ZERO); // defaults
+///
+/// let req = RegisterRequest::parse("chromium", "builds/1/+/stdout", &[7; 36], None)?;
+/// let first = cache.register_stream(&req, b"desc").await?;
+/// let again = cache.register_stream(&req, b"desc").await?;
+/// assert!(std::sync::Arc::ptr_eq(&first, &again));
+/// assert_eq!(remote.calls(Operation::Register).started, 1);
+/// assert_eq!((cache.stats().misses, cache.stats().hits), (1, 1));
+/// # Ok::<(), coordinator_api::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct CachedCoordinator<C> {
+    shared: Arc<Shared<C>>,
+}
+
+/// Everything the cache and its in-flight calls share.
+struct Shared<C> {
+    inner: C,
+    shards: Box<[PaddedShard]>,
+    shard_mask: usize,
+    hasher: KeyHasher,
+    size: usize,
+    expiration: Duration,
+    expiration_nanos: u64,
+    clock: Clock,
+    metrics: Metrics,
+    runtime: Option<Handle>,
+}
+
+/// Bits of the hash above those hashbrown uses for bucket index (low bits) and
+/// control tag (top 7 bits) pick the shard.
+const SHARD_SHIFT: u32 = 40;
+
+impl<C> Clone for CachedCoordinator<C> {
+    fn clone(&self) -> Self {
+        CachedCoordinator {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C: Coordinator + 'static> CachedCoordinator<C> {
+    /// A cache of at most `size` entries, each living `expiration` from its
+    /// creation, in front of `inner`. A `size` of `0` means
+    /// [`DEFAULT_SIZE`](crate::DEFAULT_SIZE), a zero `expiration` means
+    /// [`DEFAULT_EXPIRATION`](crate::DEFAULT_EXPIRATION).
+    pub fn new(inner: C, size: usize, expiration: Duration) -> Self {
+        CacheBuilder::new()
+            .size(size)
+            .expiration(expiration)
+            .build(inner)
+    }
+}
+
+impl CachedCoordinator<()> {
+    /// A builder for a cache with optional knobs (shards, metrics names, runtime).
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::new()
+    }
+}
+
+impl<C> CachedCoordinator<C> {
+    pub(crate) fn from_parts(
+        inner: C,
+        size: usize,
+        expiration: Duration,
+        shards: usize,
+        metrics_prefix: &str,
+        metrics_labels: &[Label],
+        runtime: Option<Handle>,
+    ) -> Self {
+        let hasher = KeyHasher::default();
+        let (base, extra) = (size / shards, size % shards);
+        let shards: Box<[PaddedShard]> = (0..shards)
+            .map(|i| PaddedShard::new(base + usize::from(i < extra), hasher))
+            .collect();
+        CachedCoordinator {
+            shared: Arc::new(Shared {
+                inner,
+                shard_mask: shards.len() - 1,
+                shards,
+                hasher,
+                size,
+                expiration,
+                expiration_nanos: nanos(expiration),
+                clock: Clock::new(),
+                metrics: Metrics::register(metrics_prefix, metrics_labels),
+                runtime,
+            }),
+        }
+    }
+
+    /// The wrapped coordinator.
+    pub fn inner(&self) -> &C {
+        &self.shared.inner
+    }
+
+    /// The most entries the cache holds.
+    pub fn size(&self) -> usize {
+        self.shared.size
+    }
+
+    /// How long an entry lives after its creation.
+    pub fn expiration(&self) -> Duration {
+        self.shared.expiration
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.shards.len()
+    }
+
+    /// A snapshot of the counters, summed over the shards (each shard is read
+    /// under its lock, so the sum is consistent per shard, not across shards). Also
+    /// publishes hits not yet published to the `metrics` counter.
+    pub fn stats(&self) -> CacheStats {
+        let mut stats = CacheStats::default();
+        for shard in self.shared.shards.iter() {
+            let mut shard = shard.0.lock();
+            let Shard { map, state } = &mut *shard;
+            stats += &state.counters;
+            stats.entries += map.len() as u64;
+            let unpublished = state.counters.hits - state.published_hits;
+            if unpublished > 0 {
+                self.shared.metrics.hits.increment(unpublished);
+                state.published_hits = state.counters.hits;
+            }
+        }
+        stats
+    }
+}
+
+impl<C> fmt::Debug for CachedCoordinator<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedCoordinator")
+            .field("size", &self.shared.size)
+            .field("expiration", &self.shared.expiration)
+            .field("shards", &self.shared.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a caller does after looking at its entry (decided under the shard lock,
+/// acted on after it).
+enum Step<T> {
+    /// Answer now (a kept result).
+    Answer(T),
+    /// Wait for the call in flight.
+    Wait(Arc<Flight<T>>),
+    /// Start a call: the entry now holds this attempt.
+    Start(AttemptId),
+}
+
+impl<C> Shared<C> {
+    #[inline]
+    fn shard(&self, hash: u64) -> &PaddedShard {
+        // The mask keeps the index in range; `shards` is never empty.
+        &self.shards[(hash >> SHARD_SHIFT) as usize & self.shard_mask]
+    }
+
+    /// Finds or creates the live entry of `(project, path)` in `shard` and runs
+    /// `op` on it, keeping the eviction order, the size bound and the counters.
+    #[inline]
+    fn with_entry<R>(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        project: &ProjectName,
+        path: &StreamPath,
+        now: u64,
+        op: impl FnOnce(&mut Entry, &mut ShardState) -> R,
+    ) -> R {
+        let (project_str, path_str) = (project.as_str(), path.as_str());
+        let key = || Key::new(project, path);
+        let Shard { map, state } = shard;
+        let full = map.len() >= state.capacity;
+        match map
+            .raw_entry_mut()
+            .from_hash(hash, |k| k.is(project_str, path_str))
+        {
+            RawEntryMut::Occupied(mut occupied) => {
+                if occupied.get().deadline() > now {
+                    let counters = &mut state.counters;
+                    counters.hits += 1;
+                    if counters.hits - state.published_hits >= PUBLISH_BATCH {
+                        self.metrics
+                            .hits
+                            .increment(counters.hits - state.published_hits);
+                        state.published_hits = counters.hits;
+                    }
+                    let entry = occupied.into_mut();
+                    entry.mark_referenced();
+                    return op(entry, state);
+                }
+                // Expired: a fresh entry in its place, at the back like a new one.
+                // An attempt still in flight for the old entry keeps its waiters.
+                *occupied.get_mut() = Entry::new(self.deadline(now));
+                occupied.to_back();
+                state.counters.misses += 1;
+                state.counters.expirations += 1;
+                self.metrics.misses.increment(1);
+                self.metrics.expirations.increment(1);
+                op(occupied.into_mut(), state)
+            }
+            RawEntryMut::Vacant(vacant) if !full => {
+                let (_, entry) =
+                    vacant.insert_hashed_nocheck(hash, key(), Entry::new(self.deadline(now)));
+                self.count_insertion(state);
+                op(entry, state)
+            }
+            RawEntryMut::Vacant(_) => {
+                // Full: make room first, so that the new entry is never the victim.
+                if evict_one(map) {
+                    state.counters.evictions += 1;
+                    self.metrics.evictions.increment(1);
+                    self.metrics.entries.decrement(1.0);
+                }
+                let entry = match map
+                    .raw_entry_mut()
+                    .from_hash(hash, |k| k.is(project_str, path_str))
+                {
+                    RawEntryMut::Vacant(vacant) => {
+                        vacant
+                            .insert_hashed_nocheck(hash, key(), Entry::new(self.deadline(now)))
+                            .1
+                    }
+                    // Not possible (eviction only removes and moves other keys), but
+                    // harmless: use the entry found.
+                    RawEntryMut::Occupied(occupied) => occupied.into_mut(),
+                };
+                self.count_insertion(state);
+                op(entry, state)
+            }
+        }
+    }
+
+    fn count_insertion(&self, state: &mut ShardState) {
+        state.counters.misses += 1;
+        self.metrics.misses.increment(1);
+        self.metrics.entries.increment(1.0);
+    }
+
+    /// The deadline of an entry created at `now`.
+    #[inline]
+    fn deadline(&self, now: u64) -> u64 {
+        now.saturating_add(self.expiration_nanos).min(MAX_NANOS)
+    }
+
+    /// Looks up the entry of `(project, path)` for a completing call (no
+    /// eviction-order update, no creation).
+    fn entry_mut<'s>(
+        map: &'s mut LinkedHashMap<Key, Entry, KeyHasher>,
+        hash: u64,
+        project: &ProjectName,
+        path: &StreamPath,
+    ) -> Option<&'s mut Entry> {
+        let (project, path) = (project.as_str(), path.as_str());
+        match map.raw_entry_mut().from_hash(hash, |k| k.is(project, path)) {
+            RawEntryMut::Occupied(occupied) => Some(occupied.into_mut()),
+            RawEntryMut::Vacant(_) => None,
+        }
+    }
+
+    fn count_failure(&self, state: &mut ShardState, error: &Error) {
+        if error.is_transient() {
+            state.counters.transient_failures += 1;
+            self.metrics.transient_failures.increment(1);
+        } else {
+            state.counters.permanent_failures += 1;
+            self.metrics.permanent_failures.increment(1);
+        }
+    }
+
+    /// Records the outcome of register attempt `id`: in its entry, if the entry
+    /// still holds this attempt (the generation check). Returns what the attempt's
+    /// callers get, and the flight its waiters wait on, if any.
+    fn complete_register(
+        &self,
+        hash: u64,
+        request: &RegisterRequest,
+        id: AttemptId,
+        result: RegisterResult,
+    ) -> (RegisterResult, Option<Arc<Flight<RegisterResult>>>) {
+        let mut guard = self.shard(hash).0.lock();
+        let Shard { map, state } = &mut *guard;
+        if let Err(error) = &result {
+            self.count_failure(state, error);
+        }
+        let flight = state.register_waits.remove(&id);
+        let Some(entry) = Self::entry_mut(map, hash, &request.project, &request.path)
+            .filter(|e| matches!(e.register, RegisterSlot::Pending(p) if p == id))
+        else {
+            // The entry expired or was evicted while the call was in flight, and
+            // maybe replaced by a newer one: this attempt no longer owns it.
+            return (result, flight);
+        };
+        let value = match result {
+            Ok(state) => {
+                let known = entry.terminate.known();
+                let state = match (state.terminal_index, known) {
+                    (Some(index), None) => {
+                        entry.terminate = TerminateSlot::Known(index);
+                        state
+                    }
+                    _ => with_known_index(&state, known).unwrap_or(state),
+                };
+                entry.register = RegisterSlot::Ready(Arc::clone(&state));
+                Ok(state)
+            }
+            Err(error) if error.is_transient() => {
+                entry.register = RegisterSlot::Empty;
+                Err(error)
+            }
+            Err(error) => {
+                entry.register = RegisterSlot::Failed(error.clone());
+                Err(error)
+            }
+        };
+        (value, flight)
+    }
+
+    /// Records the outcome of terminate attempt `id`, as
+    /// [`complete_register`](Self::complete_register) does.
+    fn complete_terminate(
+        &self,
+        hash: u64,
+        request: &TerminateRequest,
+        id: AttemptId,
+        result: TerminateResult,
+    ) -> Option<Arc<Flight<TerminateResult>>> {
+        let mut guard = self.shard(hash).0.lock();
+        let Shard { map, state } = &mut *guard;
+        if let Err(error) = &result {
+            self.count_failure(state, error);
+        }
+        let flight = state.terminate_waits.remove(&id);
+        if let Some(entry) = Self::entry_mut(map, hash, &request.project, &request.path)
+            .filter(|e| matches!(e.terminate, TerminateSlot::Pending(p) if p == id))
+        {
+            entry.terminate = match &result {
+                Ok(()) => TerminateSlot::Known(request.terminal_index),
+                Err(error) if error.is_transient() => TerminateSlot::Empty,
+                Err(error) => TerminateSlot::Failed(error.clone()),
+            };
+        }
+        // Otherwise: replaced, evicted, or a register answer already set the known
+        // index.
+        flight
+    }
+
+    /// The flight of attempt `id` (made on first use), for a caller that waits.
+    fn register_flight(state: &mut ShardState, id: AttemptId) -> Arc<Flight<RegisterResult>> {
+        Arc::clone(state.register_waits.entry(id).or_insert_with(Flight::new))
+    }
+
+    fn terminate_flight(state: &mut ShardState, id: AttemptId) -> Arc<Flight<TerminateResult>> {
+        Arc::clone(state.terminate_waits.entry(id).or_insert_with(Flight::new))
+    }
+}
+
+impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
+    /// Registers a stream through the cache: a kept answer, the call in flight for
+    /// the same stream, or a new inner call (see the [type docs](CachedCoordinator)
+    /// for what is kept and the cancellation contract).
+    fn register_stream<'a>(
+        &'a self,
+        request: &'a RegisterRequest,
+        desc: &'a [u8],
+    ) -> CoordinatorFuture<'a, RegisterResult> {
+        let shared = &*self.shared;
+        let hash = hash_key(
+            &shared.hasher,
+            request.project.as_str(),
+            request.path.as_str(),
+        );
+        let now = shared.clock.now();
+        let step = {
+            let mut shard = shared.shard(hash).0.lock();
+            shared.with_entry(
+                &mut shard,
+                hash,
+                &request.project,
+                &request.path,
+                now,
+                |entry, state| match &mut entry.register {
+                    RegisterSlot::Ready(ready) => {
+                        if let Some(merged) = with_known_index(ready, entry.terminate.known()) {
+                            *ready = merged;
+                        }
+                        Step::Answer(Ok(Arc::clone(ready)))
+                    }
+                    RegisterSlot::Failed(error) => Step::Answer(Err(error.clone())),
+                    RegisterSlot::Pending(id) => {
+                        state.counters.coalesced_waits += 1;
+                        Step::Wait(Shared::<C>::register_flight(state, *id))
+                    }
+                    RegisterSlot::Empty => {
+                        let id = state.new_attempt();
+                        entry.register = RegisterSlot::Pending(id);
+                        state.counters.register_calls += 1;
+                        Step::Start(id)
+                    }
+                },
+            )
+        };
+        match step {
+            Step::Answer(result) => CoordinatorFuture::ready(result),
+            Step::Wait(flight) => {
+                shared.metrics.coalesced_waits.increment(1);
+                CoordinatorFuture::new(async move { flight.wait().await })
+            }
+            Step::Start(id) => {
+                shared.metrics.register_calls.increment(1);
+                let mut completion = RegisterCompletion {
+                    shared: Arc::clone(&self.shared),
+                    hash,
+                    id,
+                    request: request.clone(),
+                    done: false,
+                };
+                let desc = desc.to_vec();
+                let driver = async move {
+                    let result = completion
+                        .shared
+                        .inner
+                        .register_stream(&completion.request, &desc)
+                        .await;
+                    completion.finish(result)
+                };
+                run_call(
+                    shared,
+                    driver,
+                    |state| Shared::<C>::register_flight(state, id),
+                    hash,
+                )
+            }
+        }
+    }
+
+    /// Terminates a stream through the cache: succeeds at once if the stream's
+    /// terminal index is known, else joins or starts an inner call (see the [type
+    /// docs](CachedCoordinator)).
+    fn terminate_stream<'a>(
+        &'a self,
+        request: &'a TerminateRequest,
+    ) -> CoordinatorFuture<'a, TerminateResult> {
+        let shared = &*self.shared;
+        let hash = hash_key(
+            &shared.hasher,
+            request.project.as_str(),
+            request.path.as_str(),
+        );
+        let now = shared.clock.now();
+        let mut mismatch = None;
+        let step = {
+            let mut shard = shared.shard(hash).0.lock();
+            shared.with_entry(
+                &mut shard,
+                hash,
+                &request.project,
+                &request.path,
+                now,
+                |entry, state| match &entry.terminate {
+                    TerminateSlot::Known(index) => {
+                        if *index != request.terminal_index {
+                            mismatch = Some(*index);
+                        }
+                        Step::Answer(Ok(()))
+                    }
+                    TerminateSlot::Failed(error) => Step::Answer(Err(error.clone())),
+                    TerminateSlot::Pending(id) => {
+                        state.counters.coalesced_waits += 1;
+                        Step::Wait(Shared::<C>::terminate_flight(state, *id))
+                    }
+                    TerminateSlot::Empty => {
+                        let id = state.new_attempt();
+                        entry.terminate = TerminateSlot::Pending(id);
+                        state.counters.terminate_calls += 1;
+                        Step::Start(id)
+                    }
+                },
+            )
+        };
+        if let Some(known) = mismatch {
+            tracing::warn!(
+                project = %request.project,
+                path = %request.path,
+                known = %known,
+                requested = %request.terminal_index,
+                "terminate_stream: the stream is already terminated at a different index; keeping the known index",
+            );
+        }
+        match step {
+            Step::Answer(result) => CoordinatorFuture::ready(result),
+            Step::Wait(flight) => {
+                shared.metrics.coalesced_waits.increment(1);
+                CoordinatorFuture::new(async move { flight.wait().await })
+            }
+            Step::Start(id) => {
+                shared.metrics.terminate_calls.increment(1);
+                let mut completion = TerminateCompletion {
+                    shared: Arc::clone(&self.shared),
+                    hash,
+                    id,
+                    request: request.clone(),
+                    done: false,
+                };
+                let driver = async move {
+                    let result = completion
+                        .shared
+                        .inner
+                        .terminate_stream(&completion.request)
+                        .await;
+                    completion.finish(result)
+                };
+                run_call(
+                    shared,
+                    driver,
+                    |state| Shared::<C>::terminate_flight(state, id),
+                    hash,
+                )
+            }
+        }
+    }
+}
+
+/// The completion guard of a register attempt: records the outcome in the entry
+/// and resolves the waiters' flight, exactly once. Dropped without an outcome (the
+/// call panicked, its task was dropped by a shutting-down runtime, or nothing
+/// could drive it), it records a transient error, so waiters never hang and
+/// nothing is kept.
+struct RegisterCompletion<C> {
+    shared: Arc<Shared<C>>,
+    hash: u64,
+    id: AttemptId,
+    request: RegisterRequest,
+    done: bool,
+}
+
+impl<C> RegisterCompletion<C> {
+    fn finish(&mut self, result: RegisterResult) -> RegisterResult {
+        self.done = true;
+        let (value, flight) =
+            self.shared
+                .complete_register(self.hash, &self.request, self.id, result);
+        if let Err(error) = &value {
+            log_failure(
+                "register_stream",
+                &self.request.project,
+                &self.request.path,
+                error,
+            );
+        }
+        if let Some(flight) = flight {
+            flight.resolve(value.clone());
+        }
+        value
+    }
+}
+
+impl<C> Drop for RegisterCompletion<C> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Nobody takes this answer: the waiters get it through the flight.
+            let _ = self.finish(Err(abandoned()));
+        }
+    }
+}
+
+/// The completion guard of a terminate attempt (see [`RegisterCompletion`]).
+struct TerminateCompletion<C> {
+    shared: Arc<Shared<C>>,
+    hash: u64,
+    id: AttemptId,
+    request: TerminateRequest,
+    done: bool,
+}
+
+impl<C> TerminateCompletion<C> {
+    fn finish(&mut self, result: TerminateResult) -> TerminateResult {
+        self.done = true;
+        let flight =
+            self.shared
+                .complete_terminate(self.hash, &self.request, self.id, result.clone());
+        if let Err(error) = &result {
+            log_failure(
+                "terminate_stream",
+                &self.request.project,
+                &self.request.path,
+                error,
+            );
+        }
+        if let Some(flight) = flight {
+            flight.resolve(result.clone());
+        }
+        result
+    }
+}
+
+impl<C> Drop for TerminateCompletion<C> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Nobody takes this answer: the waiters get it through the flight.
+            let _ = self.finish(Err(abandoned()));
+        }
+    }
+}
+
+fn log_failure(operation: &str, project: &ProjectName, path: &StreamPath, error: &Error) {
+    tracing::warn!(
+        project = %project,
+        path = %path,
+        code = %error.code(),
+        transient = error.is_transient(),
+        error = %error,
+        "inner {operation} failed",
+    );
+}
+
+/// The error of an inner call that ended without an answer.
+fn abandoned() -> Error {
+    Error::new(
+        Code::Internal,
+        "coordinator-cache: the inner call ended without an answer (it panicked, its \
+         runtime shut down, or it could not finish at once and no Tokio runtime was \
+         available to run it)",
+    )
+}
+
+/// Runs an attempt's call (`driver`, which owns the attempt's completion guard),
+/// owned by the entry rather than the caller: polls it once inline (inside the
+/// configured runtime's context if the caller is in none); if it is not done,
+/// makes the attempt's flight (`flight`, under the shard lock), moves the call into
+/// a task spawned on the caller's runtime or the configured one, and waits on the
+/// flight.
+fn run_call<'a, C, T, F>(
+    shared: &Shared<C>,
+    driver: F,
+    flight: impl FnOnce(&mut ShardState) -> Arc<Flight<T>>,
+    hash: u64,
+) -> CoordinatorFuture<'a, T>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    let mut driver: Pin<Box<dyn Future<Output = T> + Send>> = Box::pin(driver);
+    // Only a cache with a configured runtime needs to know whether the caller is
+    // in one (to enter the configured one for the inline poll).
+    let current = shared
+        .runtime
+        .as_ref()
+        .and_then(|_| Handle::try_current().ok());
+    let polled = {
+        let _enter = match (&current, &shared.runtime) {
+            (None, Some(configured)) => Some(configured.enter()),
+            _ => None,
+        };
+        driver
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+    };
+    if let Poll::Ready(value) = polled {
+        return CoordinatorFuture::ready(value);
+    }
+    // Not done: waiters need the flight. The call cannot complete before it is
+    // polled again, which happens only after this.
+    let flight = flight(&mut shared.shard(hash).0.lock().state);
+    let handle = match shared.runtime.as_ref() {
+        Some(configured) => Some(current.unwrap_or_else(|| configured.clone())),
+        None => Handle::try_current().ok(),
+    };
+    match handle {
+        // Detached: the task owns the call; the join handle is not needed.
+        Some(handle) => drop(handle.spawn(driver)),
+        // Nothing can drive the call: dropping it fails the attempt (its
+        // completion guard records a transient error, which is not kept).
+        None => drop(driver),
+    }
+    match flight.get() {
+        Some(value) => CoordinatorFuture::ready(value),
+        None => CoordinatorFuture::new(async move { flight.wait().await }),
+    }
+}
