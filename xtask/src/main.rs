@@ -4,6 +4,8 @@
 //! - `cargo xtask bench`: the criterion benches and a summary.
 //! - `cargo xtask ci`: exactly what `.ci/run` does.
 
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,34 +24,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the end-to-end demo on the embedded fake Coordinator.
-    Demo,
+    /// Run the end-to-end demo: a simulated collector through cache → gRPC
+    /// (batched) → the embedded fake Coordinator, verified against its state.
+    Demo(demo::DemoArgs),
     /// Run the workspace's criterion benches.
     Bench,
     /// Run the CI steps: fmt check, clippy -D warnings, tests, docs.
     Ci,
+    /// Run the bounded-memory soak test (release build, ignored by default).
+    Soak,
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Demo => demo(),
+        Cmd::Demo(args) => demo::run(args),
         Cmd::Bench => cargo(&["bench", "--workspace"]),
         Cmd::Ci => ci(),
+        Cmd::Soak => cargo(&[
+            "test",
+            "--release",
+            "-p",
+            "coordinator",
+            "--all-features",
+            "--test",
+            "soak",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]),
     }
-}
-
-fn demo() -> Result<()> {
-    // Until the demo lands, show the layers that exist by running the doc examples.
-    println!("coordinator workspace: running the domain-type and interface examples");
-    cargo(&[
-        "test",
-        "--quiet",
-        "--doc",
-        "-p",
-        "coordinator-types",
-        "-p",
-        "coordinator-api",
-    ])
 }
 
 /// The CI steps, in order. `.ci/run` runs exactly this.
