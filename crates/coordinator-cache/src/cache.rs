@@ -11,18 +11,16 @@ use coordinator_api::{
     Code, Coordinator, CoordinatorFuture, Error, ProjectName, RegisterRequest, StreamPath,
     TerminateRequest,
 };
-use hashlink::LinkedHashMap;
-use hashlink::linked_hash_map::RawEntryMut;
 use metrics::Label;
 use tokio::runtime::Handle;
 
 use crate::CacheBuilder;
 use crate::flight::Flight;
+use crate::interleave;
 use crate::stats::{CacheStats, Metrics, PUBLISH_BATCH};
 use crate::table::{
-    AttemptId, Clock, Entry, Key, KeyHasher, MAX_NANOS, PaddedShard, RegisterResult, RegisterSlot,
-    Shard, ShardState, TerminateResult, TerminateSlot, evict_one, hash_key, nanos,
-    with_known_index,
+    AttemptId, Begin, Clock, Found, Index, KeyHasher, MAX_NANOS, PaddedShard, RegisterResult,
+    Shard, ShardState, Side, TerminateResult, hash_key, nanos,
 };
 
 /// A [`Coordinator`] that caches and coalesces the calls of another one.
@@ -35,14 +33,23 @@ use crate::table::{
 ///
 /// # Eviction
 ///
-/// A hashlink linked hash map per shard keeps entries in insertion order, and
-/// eviction is LRU approximated by second chance ("CLOCK"): a hit only marks its
-/// entry; to make room, the oldest entry is evicted unless it is marked, in which
-/// case it is unmarked and moved to the back. So an entry used since it was
-/// inserted (or last spared) survives, and hits write nothing to shared memory,
-/// which keeps them fast on many threads. With one shard (the default for sizes
-/// below 2,048) the eviction order is cache-wide, otherwise it is per shard; the
-/// size bound is exact either way.
+/// Eviction is LRU approximated by second chance ("CLOCK"): a hit only marks its
+/// entry; to make room, a hand walks the entries in a fixed circular order and
+/// evicts the first one that is unmarked or expired, unmarking the marked ones it
+/// passes. So an entry used since the hand last passed it (or since it was
+/// inserted) survives the next pass, a new entry is the last the hand reaches, and
+/// hits write nothing to shared memory (beyond the mark, once), which keeps them
+/// fast on many threads. With one shard (the default for sizes below 2,048) the
+/// eviction order is cache-wide, otherwise it is per shard; the size bound is
+/// exact either way.
+///
+/// Each shard keeps its entries in a slab found through a hash table of slab
+/// indexes (no allocation per entry): a registered entry costs about 26 bytes
+/// besides its key and state (its deadline, its mark and its kept state's
+/// pointer, 32 bits of its key's hash, and its share of the table), since the
+/// kept state's project and path are the key. What fewer entries need (a call in
+/// flight, a kept error, a terminal index known before the state, a key the state
+/// does not carry) lives in a per-shard side map.
 ///
 /// # What is cached
 ///
@@ -88,7 +95,7 @@ use crate::table::{
 /// # Cost
 ///
 /// A hit is one clock read, one hash of the key (from the borrowed strings), one
-/// shard lock held for the map lookup only, and an `Arc` clone: no allocation, no
+/// shard lock held for the table lookup only, and an `Arc` clone: no allocation, no
 /// string copy, no write to the entry, and it returns an already completed
 /// [`CoordinatorFuture::ready`]. Counters are plain per-shard integers updated
 /// under that lock. A miss clones the request and descriptor once into the call;
@@ -135,8 +142,8 @@ struct Shared<C> {
     runtime: Option<Handle>,
 }
 
-/// Bits of the hash above those hashbrown uses for bucket index (low bits) and
-/// control tag (top 7 bits) pick the shard.
+/// Bits of the hash above the low 32 (from which a shard's table files its
+/// entries) pick the shard.
 const SHARD_SHIFT: u32 = 40;
 
 impl<C> Clone for CachedCoordinator<C> {
@@ -224,10 +231,10 @@ impl<C> CachedCoordinator<C> {
     pub fn stats(&self) -> CacheStats {
         let mut stats = CacheStats::default();
         for shard in self.shared.shards.iter() {
-            let mut shard = shard.0.lock();
-            let Shard { map, state } = &mut *shard;
+            let mut shard = shard.lock();
+            stats.entries += shard.len() as u64;
+            let state = &mut shard.state;
             stats += &state.counters;
-            stats.entries += map.len() as u64;
             let unpublished = state.counters.hits - state.published_hits;
             if unpublished > 0 {
                 self.shared.metrics.hits.increment(unpublished);
@@ -238,6 +245,42 @@ impl<C> CachedCoordinator<C> {
     }
 }
 
+#[cfg(test)]
+impl<C> CachedCoordinator<C> {
+    /// The entry of `(project, path)`, if any (live or expired). Takes the shard
+    /// lock without a scheduling point.
+    pub(crate) fn view(
+        &self,
+        project: &ProjectName,
+        path: &StreamPath,
+    ) -> Option<crate::table::EntryView> {
+        let shared = &*self.shared;
+        let hash = hash_key(&shared.hasher, project.as_str(), path.as_str());
+        let shard = shared.shards[shared.shard_index(hash)].0.lock();
+        let i = shard.find(hash, project.as_str(), path.as_str())?;
+        Some(shard.view(i))
+    }
+
+    /// The number of flights that waiters may still hold, over all shards.
+    pub(crate) fn flights(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.0.lock();
+                shard.state.register_waits.len() + shard.state.terminate_waits.len()
+            })
+            .sum()
+    }
+
+    /// Panics if a shard's structure is broken (see `Shard::check_structure`).
+    pub(crate) fn check_structure(&self) {
+        for shard in self.shared.shards.iter() {
+            shard.0.lock().check_structure(&self.shared.hasher);
+        }
+    }
+}
+
 impl<C> fmt::Debug for CachedCoordinator<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedCoordinator")
@@ -245,6 +288,70 @@ impl<C> fmt::Debug for CachedCoordinator<C> {
             .field("expiration", &self.shared.expiration)
             .field("shards", &self.shared.shards.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl<C> Shared<C> {
+    #[inline]
+    fn shard_index(&self, hash: u64) -> usize {
+        (hash >> SHARD_SHIFT) as usize & self.shard_mask
+    }
+
+    /// Finds or creates the live entry of `(project, path)` in `shard`, a fresh
+    /// one holding a new attempt on `side` (see [`Shard::find_or_insert`]), and
+    /// counts what happened.
+    #[inline]
+    fn entry(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        project: &ProjectName,
+        path: &StreamPath,
+        now: u64,
+        side: Side,
+    ) -> (Index, Found) {
+        let deadline = now.saturating_add(self.expiration_nanos).min(MAX_NANOS);
+        let (i, found) = shard.find_or_insert(hash, project, path, now, deadline, Some(side));
+        let state = &mut shard.state;
+        match found {
+            Found::Live => {
+                let counters = &mut state.counters;
+                counters.hits += 1;
+                if counters.hits - state.published_hits >= PUBLISH_BATCH {
+                    self.metrics
+                        .hits
+                        .increment(counters.hits - state.published_hits);
+                    state.published_hits = counters.hits;
+                }
+            }
+            Found::Expired { .. } => {
+                state.counters.misses += 1;
+                state.counters.expirations += 1;
+                self.metrics.misses.increment(1);
+                self.metrics.expirations.increment(1);
+            }
+            Found::New { evicted, .. } => {
+                state.counters.misses += 1;
+                self.metrics.misses.increment(1);
+                if evicted {
+                    state.counters.evictions += 1;
+                    self.metrics.evictions.increment(1);
+                } else {
+                    self.metrics.entries.increment(1.0);
+                }
+            }
+        }
+        (i, found)
+    }
+
+    fn count_failure(&self, state: &mut ShardState, error: &Error) {
+        if error.is_transient() {
+            state.counters.transient_failures += 1;
+            self.metrics.transient_failures.increment(1);
+        } else {
+            state.counters.permanent_failures += 1;
+            self.metrics.permanent_failures.increment(1);
+        }
     }
 }
 
@@ -259,211 +366,13 @@ enum Step<T> {
     Start(AttemptId),
 }
 
-impl<C> Shared<C> {
-    #[inline]
-    fn shard(&self, hash: u64) -> &PaddedShard {
-        // The mask keeps the index in range; `shards` is never empty.
-        &self.shards[(hash >> SHARD_SHIFT) as usize & self.shard_mask]
-    }
-
-    /// Finds or creates the live entry of `(project, path)` in `shard` and runs
-    /// `op` on it, keeping the eviction order, the size bound and the counters.
-    #[inline]
-    fn with_entry<R>(
-        &self,
-        shard: &mut Shard,
-        hash: u64,
-        project: &ProjectName,
-        path: &StreamPath,
-        now: u64,
-        op: impl FnOnce(&mut Entry, &mut ShardState) -> R,
-    ) -> R {
-        let (project_str, path_str) = (project.as_str(), path.as_str());
-        let key = || Key::new(project, path);
-        let Shard { map, state } = shard;
-        let full = map.len() >= state.capacity;
-        match map
-            .raw_entry_mut()
-            .from_hash(hash, |k| k.is(project_str, path_str))
-        {
-            RawEntryMut::Occupied(mut occupied) => {
-                if occupied.get().deadline() > now {
-                    let counters = &mut state.counters;
-                    counters.hits += 1;
-                    if counters.hits - state.published_hits >= PUBLISH_BATCH {
-                        self.metrics
-                            .hits
-                            .increment(counters.hits - state.published_hits);
-                        state.published_hits = counters.hits;
-                    }
-                    let entry = occupied.into_mut();
-                    entry.mark_referenced();
-                    return op(entry, state);
-                }
-                // Expired: a fresh entry in its place, at the back like a new one.
-                // An attempt still in flight for the old entry keeps its waiters.
-                *occupied.get_mut() = Entry::new(self.deadline(now));
-                occupied.to_back();
-                state.counters.misses += 1;
-                state.counters.expirations += 1;
-                self.metrics.misses.increment(1);
-                self.metrics.expirations.increment(1);
-                op(occupied.into_mut(), state)
-            }
-            RawEntryMut::Vacant(vacant) if !full => {
-                let (_, entry) =
-                    vacant.insert_hashed_nocheck(hash, key(), Entry::new(self.deadline(now)));
-                self.count_insertion(state);
-                op(entry, state)
-            }
-            RawEntryMut::Vacant(_) => {
-                // Full: make room first, so that the new entry is never the victim.
-                if evict_one(map) {
-                    state.counters.evictions += 1;
-                    self.metrics.evictions.increment(1);
-                    self.metrics.entries.decrement(1.0);
-                }
-                let entry = match map
-                    .raw_entry_mut()
-                    .from_hash(hash, |k| k.is(project_str, path_str))
-                {
-                    RawEntryMut::Vacant(vacant) => {
-                        vacant
-                            .insert_hashed_nocheck(hash, key(), Entry::new(self.deadline(now)))
-                            .1
-                    }
-                    // Not possible (eviction only removes and moves other keys), but
-                    // harmless: use the entry found.
-                    RawEntryMut::Occupied(occupied) => occupied.into_mut(),
-                };
-                self.count_insertion(state);
-                op(entry, state)
-            }
-        }
-    }
-
-    fn count_insertion(&self, state: &mut ShardState) {
-        state.counters.misses += 1;
-        self.metrics.misses.increment(1);
-        self.metrics.entries.increment(1.0);
-    }
-
-    /// The deadline of an entry created at `now`.
-    #[inline]
-    fn deadline(&self, now: u64) -> u64 {
-        now.saturating_add(self.expiration_nanos).min(MAX_NANOS)
-    }
-
-    /// Looks up the entry of `(project, path)` for a completing call (no
-    /// eviction-order update, no creation).
-    fn entry_mut<'s>(
-        map: &'s mut LinkedHashMap<Key, Entry, KeyHasher>,
-        hash: u64,
-        project: &ProjectName,
-        path: &StreamPath,
-    ) -> Option<&'s mut Entry> {
-        let (project, path) = (project.as_str(), path.as_str());
-        match map.raw_entry_mut().from_hash(hash, |k| k.is(project, path)) {
-            RawEntryMut::Occupied(occupied) => Some(occupied.into_mut()),
-            RawEntryMut::Vacant(_) => None,
-        }
-    }
-
-    fn count_failure(&self, state: &mut ShardState, error: &Error) {
-        if error.is_transient() {
-            state.counters.transient_failures += 1;
-            self.metrics.transient_failures.increment(1);
-        } else {
-            state.counters.permanent_failures += 1;
-            self.metrics.permanent_failures.increment(1);
-        }
-    }
-
-    /// Records the outcome of register attempt `id`: in its entry, if the entry
-    /// still holds this attempt (the generation check). Returns what the attempt's
-    /// callers get, and the flight its waiters wait on, if any.
-    fn complete_register(
-        &self,
-        hash: u64,
-        request: &RegisterRequest,
-        id: AttemptId,
-        result: RegisterResult,
-    ) -> (RegisterResult, Option<Arc<Flight<RegisterResult>>>) {
-        let mut guard = self.shard(hash).0.lock();
-        let Shard { map, state } = &mut *guard;
-        if let Err(error) = &result {
-            self.count_failure(state, error);
-        }
-        let flight = state.register_waits.remove(&id);
-        let Some(entry) = Self::entry_mut(map, hash, &request.project, &request.path)
-            .filter(|e| matches!(e.register, RegisterSlot::Pending(p) if p == id))
-        else {
-            // The entry expired or was evicted while the call was in flight, and
-            // maybe replaced by a newer one: this attempt no longer owns it.
-            return (result, flight);
-        };
-        let value = match result {
-            Ok(state) => {
-                let known = entry.terminate.known();
-                let state = match (state.terminal_index, known) {
-                    (Some(index), None) => {
-                        entry.terminate = TerminateSlot::Known(index);
-                        state
-                    }
-                    _ => with_known_index(&state, known).unwrap_or(state),
-                };
-                entry.register = RegisterSlot::Ready(Arc::clone(&state));
-                Ok(state)
-            }
-            Err(error) if error.is_transient() => {
-                entry.register = RegisterSlot::Empty;
-                Err(error)
-            }
-            Err(error) => {
-                entry.register = RegisterSlot::Failed(error.clone());
-                Err(error)
-            }
-        };
-        (value, flight)
-    }
-
-    /// Records the outcome of terminate attempt `id`, as
-    /// [`complete_register`](Self::complete_register) does.
-    fn complete_terminate(
-        &self,
-        hash: u64,
-        request: &TerminateRequest,
-        id: AttemptId,
-        result: TerminateResult,
-    ) -> Option<Arc<Flight<TerminateResult>>> {
-        let mut guard = self.shard(hash).0.lock();
-        let Shard { map, state } = &mut *guard;
-        if let Err(error) = &result {
-            self.count_failure(state, error);
-        }
-        let flight = state.terminate_waits.remove(&id);
-        if let Some(entry) = Self::entry_mut(map, hash, &request.project, &request.path)
-            .filter(|e| matches!(e.terminate, TerminateSlot::Pending(p) if p == id))
-        {
-            entry.terminate = match &result {
-                Ok(()) => TerminateSlot::Known(request.terminal_index),
-                Err(error) if error.is_transient() => TerminateSlot::Empty,
-                Err(error) => TerminateSlot::Failed(error.clone()),
-            };
-        }
-        // Otherwise: replaced, evicted, or a register answer already set the known
-        // index.
-        flight
-    }
-
-    /// The flight of attempt `id` (made on first use), for a caller that waits.
-    fn register_flight(state: &mut ShardState, id: AttemptId) -> Arc<Flight<RegisterResult>> {
-        Arc::clone(state.register_waits.entry(id).or_insert_with(Flight::new))
-    }
-
-    fn terminate_flight(state: &mut ShardState, id: AttemptId) -> Arc<Flight<TerminateResult>> {
-        Arc::clone(state.terminate_waits.entry(id).or_insert_with(Flight::new))
-    }
+/// Where an attempt's entry is: its shard and slot, and the attempt's identity
+/// (which the slot holds while the attempt is the entry's).
+#[derive(Clone, Copy)]
+struct Attempt {
+    shard: usize,
+    slot: Index,
+    id: AttemptId,
 }
 
 impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
@@ -482,34 +391,33 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
             request.path.as_str(),
         );
         let now = shared.clock.now();
-        let step = {
-            let mut shard = shared.shard(hash).0.lock();
-            shared.with_entry(
+        let shard_index = shared.shard_index(hash);
+        let (step, slot) = {
+            let mut shard = shared.shards[shard_index].lock();
+            let (i, found) = shared.entry(
                 &mut shard,
                 hash,
                 &request.project,
                 &request.path,
                 now,
-                |entry, state| match &mut entry.register {
-                    RegisterSlot::Ready(ready) => {
-                        if let Some(merged) = with_known_index(ready, entry.terminate.known()) {
-                            *ready = merged;
-                        }
-                        Step::Answer(Ok(Arc::clone(ready)))
-                    }
-                    RegisterSlot::Failed(error) => Step::Answer(Err(error.clone())),
-                    RegisterSlot::Pending(id) => {
-                        state.counters.coalesced_waits += 1;
-                        Step::Wait(Shared::<C>::register_flight(state, *id))
-                    }
-                    RegisterSlot::Empty => {
-                        let id = state.new_attempt();
-                        entry.register = RegisterSlot::Pending(id);
-                        state.counters.register_calls += 1;
-                        Step::Start(id)
-                    }
-                },
-            )
+                Side::Register,
+            );
+            let begin = match found.attempt() {
+                Some(id) => Begin::Start(id),
+                None => shard.begin_register(i),
+            };
+            let step = match begin {
+                Begin::Join(id) => {
+                    shard.state.counters.coalesced_waits += 1;
+                    Step::Wait(shard.state.register_flight(id))
+                }
+                Begin::Start(id) => {
+                    shard.state.counters.register_calls += 1;
+                    Step::Start(id)
+                }
+                Begin::Answer(result) => Step::Answer(result),
+            };
+            (step, i)
         };
         match step {
             Step::Answer(result) => CoordinatorFuture::ready(result),
@@ -519,10 +427,14 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
             }
             Step::Start(id) => {
                 shared.metrics.register_calls.increment(1);
+                let attempt = Attempt {
+                    shard: shard_index,
+                    slot,
+                    id,
+                };
                 let mut completion = RegisterCompletion {
                     shared: Arc::clone(&self.shared),
-                    hash,
-                    id,
+                    attempt,
                     request: request.clone(),
                     done: false,
                 };
@@ -538,8 +450,8 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
                 run_call(
                     shared,
                     driver,
-                    |state| Shared::<C>::register_flight(state, id),
-                    hash,
+                    |state| state.register_flight(id),
+                    shard_index,
                 )
             }
         }
@@ -559,37 +471,35 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
             request.path.as_str(),
         );
         let now = shared.clock.now();
-        let mut mismatch = None;
-        let step = {
-            let mut shard = shared.shard(hash).0.lock();
-            shared.with_entry(
+        let shard_index = shared.shard_index(hash);
+        let (step, known, slot) = {
+            let mut shard = shared.shards[shard_index].lock();
+            let (i, found) = shared.entry(
                 &mut shard,
                 hash,
                 &request.project,
                 &request.path,
                 now,
-                |entry, state| match &entry.terminate {
-                    TerminateSlot::Known(index) => {
-                        if *index != request.terminal_index {
-                            mismatch = Some(*index);
-                        }
-                        Step::Answer(Ok(()))
-                    }
-                    TerminateSlot::Failed(error) => Step::Answer(Err(error.clone())),
-                    TerminateSlot::Pending(id) => {
-                        state.counters.coalesced_waits += 1;
-                        Step::Wait(Shared::<C>::terminate_flight(state, *id))
-                    }
-                    TerminateSlot::Empty => {
-                        let id = state.new_attempt();
-                        entry.terminate = TerminateSlot::Pending(id);
-                        state.counters.terminate_calls += 1;
-                        Step::Start(id)
-                    }
-                },
-            )
+                Side::Terminate,
+            );
+            let (begin, known) = match found.attempt() {
+                Some(id) => (Begin::Start(id), None),
+                None => shard.begin_terminate(i),
+            };
+            let step = match begin {
+                Begin::Join(id) => {
+                    shard.state.counters.coalesced_waits += 1;
+                    Step::Wait(shard.state.terminate_flight(id))
+                }
+                Begin::Start(id) => {
+                    shard.state.counters.terminate_calls += 1;
+                    Step::Start(id)
+                }
+                Begin::Answer(result) => Step::Answer(result),
+            };
+            (step, known, i)
         };
-        if let Some(known) = mismatch {
+        if let Some(known) = known.filter(|k| *k != request.terminal_index) {
             tracing::warn!(
                 project = %request.project,
                 path = %request.path,
@@ -606,10 +516,14 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
             }
             Step::Start(id) => {
                 shared.metrics.terminate_calls.increment(1);
+                let attempt = Attempt {
+                    shard: shard_index,
+                    slot,
+                    id,
+                };
                 let mut completion = TerminateCompletion {
                     shared: Arc::clone(&self.shared),
-                    hash,
-                    id,
+                    attempt,
                     request: request.clone(),
                     done: false,
                 };
@@ -624,8 +538,8 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
                 run_call(
                     shared,
                     driver,
-                    |state| Shared::<C>::terminate_flight(state, id),
-                    hash,
+                    |state| state.terminate_flight(id),
+                    shard_index,
                 )
             }
         }
@@ -639,8 +553,7 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
 /// nothing is kept.
 struct RegisterCompletion<C> {
     shared: Arc<Shared<C>>,
-    hash: u64,
-    id: AttemptId,
+    attempt: Attempt,
     request: RegisterRequest,
     done: bool,
 }
@@ -648,9 +561,15 @@ struct RegisterCompletion<C> {
 impl<C> RegisterCompletion<C> {
     fn finish(&mut self, result: RegisterResult) -> RegisterResult {
         self.done = true;
-        let (value, flight) =
-            self.shared
-                .complete_register(self.hash, &self.request, self.id, result);
+        let Attempt { shard, slot, id } = self.attempt;
+        let (value, flight) = {
+            let mut shard = self.shared.shards[shard].lock();
+            if let Err(error) = &result {
+                self.shared.count_failure(&mut shard.state, error);
+            }
+            let flight = shard.state.register_waits.remove(&id);
+            (shard.complete_register(slot, id, result), flight)
+        };
         if let Err(error) = &value {
             log_failure(
                 "register_stream",
@@ -678,8 +597,7 @@ impl<C> Drop for RegisterCompletion<C> {
 /// The completion guard of a terminate attempt (see [`RegisterCompletion`]).
 struct TerminateCompletion<C> {
     shared: Arc<Shared<C>>,
-    hash: u64,
-    id: AttemptId,
+    attempt: Attempt,
     request: TerminateRequest,
     done: bool,
 }
@@ -687,9 +605,15 @@ struct TerminateCompletion<C> {
 impl<C> TerminateCompletion<C> {
     fn finish(&mut self, result: TerminateResult) -> TerminateResult {
         self.done = true;
-        let flight =
-            self.shared
-                .complete_terminate(self.hash, &self.request, self.id, result.clone());
+        let Attempt { shard, slot, id } = self.attempt;
+        let flight = {
+            let mut shard = self.shared.shards[shard].lock();
+            if let Err(error) = &result {
+                self.shared.count_failure(&mut shard.state, error);
+            }
+            shard.complete_terminate(slot, id, self.request.terminal_index, &result);
+            shard.state.terminate_waits.remove(&id)
+        };
         if let Err(error) = &result {
             log_failure(
                 "terminate_stream",
@@ -738,14 +662,14 @@ fn abandoned() -> Error {
 /// Runs an attempt's call (`driver`, which owns the attempt's completion guard),
 /// owned by the entry rather than the caller: polls it once inline (inside the
 /// configured runtime's context if the caller is in none); if it is not done,
-/// makes the attempt's flight (`flight`, under the shard lock), moves the call into
-/// a task spawned on the caller's runtime or the configured one, and waits on the
-/// flight.
+/// makes the attempt's flight (`flight`, under the lock of shard `shard`), moves
+/// the call into a task spawned on the caller's runtime or the configured one, and
+/// waits on the flight.
 fn run_call<'a, C, T, F>(
     shared: &Shared<C>,
     driver: F,
     flight: impl FnOnce(&mut ShardState) -> Arc<Flight<T>>,
-    hash: u64,
+    shard: usize,
 ) -> CoordinatorFuture<'a, T>
 where
     T: Clone + Send + Sync + 'static,
@@ -772,17 +696,19 @@ where
     }
     // Not done: waiters need the flight. The call cannot complete before it is
     // polled again, which happens only after this.
-    let flight = flight(&mut shared.shard(hash).0.lock().state);
+    let flight = flight(&mut shared.shards[shard].lock().state);
     let handle = match shared.runtime.as_ref() {
         Some(configured) => Some(current.unwrap_or_else(|| configured.clone())),
         None => Handle::try_current().ok(),
     };
-    match handle {
+    match (interleave::spawn(driver), handle) {
+        // Taken by the model checker's executor (unit tests only).
+        (Ok(()), _) => {}
         // Detached: the task owns the call; the join handle is not needed.
-        Some(handle) => drop(handle.spawn(driver)),
+        (Err(driver), Some(handle)) => drop(handle.spawn(driver)),
         // Nothing can drive the call: dropping it fails the attempt (its
         // completion guard records a transient error, which is not kept).
-        None => drop(driver),
+        (Err(driver), None) => drop(driver),
     }
     match flight.get() {
         Some(value) => CoordinatorFuture::ready(value),

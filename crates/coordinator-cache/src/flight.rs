@@ -32,6 +32,7 @@ impl<T: Clone> Flight<T> {
     pub(crate) fn resolve(&self, value: T) {
         // Ignoring the error is the "first result stands" rule.
         let _ = self.result.set(value);
+        crate::interleave::point();
         self.done.notify_waiters();
     }
 
@@ -49,6 +50,7 @@ impl<T: Clone> Flight<T> {
             let notified = self.done.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
+            crate::interleave::point();
             if let Some(value) = self.result.get() {
                 return value.clone();
             }

@@ -70,6 +70,9 @@ use std::time::Duration;
 mod builder;
 mod cache;
 mod flight;
+mod interleave;
+#[cfg(test)]
+mod model_check;
 mod stats;
 mod table;
 

@@ -1,16 +1,50 @@
-//! The sharded table: keys, entries, per-entry slots, eviction, and the clock.
+//! The sharded table and the per-entry state machine: keys, slots, cold records,
+//! CLOCK eviction, and the clock.
+//!
+//! # Layout
+//!
+//! A shard keeps its entries in a slab (`Vec<Slot>`) and finds them through a
+//! hash table of slab indexes ([`IndexTable`], hashbrown's `HashTable` of `u16` or
+//! `u32`), with 32 bits of each key's hash kept beside the slab so that growing
+//! the table or evicting never reads a key. No allocation per entry: a 16-byte
+//! slot, 4 bytes of hash, and about 6 bytes of table (10 for shards of more than
+//! 65,536 entries). A slot holds only what a hit needs: the deadline, the
+//! second-chance bit, and the kept state (whose `project` and `path` are the
+//! key). Everything else an entry may hold, which
+//! most entries do not once registered, lives in a per-shard map of *cold records*
+//! by slab index: the key while there is no state, the attempt in flight, a kept
+//! permanent error, the terminal index known before the state is. The slot's flag
+//! bits say whether a cold record exists and whether it holds the key.
+//!
+//! # Eviction
+//!
+//! Second chance ("CLOCK"): a hand walks the slab; a slot used since the hand last
+//! passed it (its referenced bit is set) is spared and its bit cleared, any other
+//! (or an expired one) is the victim. Its index is reused for the new entry, which
+//! the hand then reaches last. Slots are never freed otherwise, so the slab is
+//! dense and its length is the entry count.
+//!
+//! # The state machine
+//!
+//! [`Shard::begin_register`] / [`Shard::begin_terminate`] decide, under the shard
+//! lock, whether a caller gets a kept answer, joins the attempt in flight, or
+//! starts one; [`Shard::complete_register`] / [`Shard::complete_terminate`] record
+//! an attempt's outcome if the entry still holds that attempt (the generation
+//! check: attempt ids are unique per shard, and a slot reused by another key, or
+//! reset on expiry, holds another attempt or none).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coordinator_api::{Error, LogStreamState, MessageIndex, ProjectName, StreamPath};
-use hashlink::LinkedHashMap;
+use coordinator_api::{Code, Error, LogStreamState, MessageIndex, ProjectName, StreamPath};
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::flight::Flight;
+use crate::interleave;
 use crate::stats::Counters;
 
 /// What a register call answers.
@@ -21,138 +55,104 @@ pub(crate) type TerminateResult = Result<(), Error>;
 /// The hasher for keys and shard selection (fast, seeded per process).
 pub(crate) type KeyHasher = foldhash::fast::RandomState;
 
-/// A cache key: `(project, path)`. Holds the first request's `Arc`s (no copy of the
-/// text).
+/// A slot's index in its shard's slab.
+pub(crate) type Index = u32;
+
+/// An attempt's identity: unique within its shard (a counter), so a completing
+/// call can tell whether the entry still holds its attempt (the generation check).
+pub(crate) type AttemptId = u64;
+
+/// The hash of `(project, path)` under `state`. The `0xff` separator cannot occur
+/// in UTF-8 text, so the pair is hashed unambiguously.
+#[inline]
+pub(crate) fn hash_key(state: &KeyHasher, project: &str, path: &str) -> u64 {
+    let mut hasher = state.build_hasher();
+    hasher.write(project.as_bytes());
+    hasher.write_u8(0xff);
+    hasher.write(path.as_bytes());
+    hasher.finish()
+}
+
+/// The hash a shard's index table files a key under, made from the 32 bits of
+/// the key's hash that the shard keeps per entry (so that growing the table or
+/// evicting an entry never reads a key): multiplying by an odd constant keeps the
+/// low bits (the bucket) as uniform as the input's and spreads all 32 bits into
+/// the top ones (hashbrown's tag).
+#[inline]
+fn table_hash(short: u32) -> u64 {
+    u64::from(short).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The 32 bits of a key's hash that a shard keeps (the low ones: the shard is
+/// picked from high ones).
+#[inline]
+fn short_hash(hash: u64) -> u32 {
+    hash as u32
+}
+
+/// Text equality, skipping the comparison when both are the same string (the
+/// common case: the request and the kept state share the path's `Arc`).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+/// A cache key: `(project, path)`, holding the first request's `Arc`s.
 pub(crate) struct Key {
     project: ProjectName,
     path: StreamPath,
 }
 
 impl Key {
-    pub(crate) fn new(project: &ProjectName, path: &StreamPath) -> Self {
+    fn new(project: &ProjectName, path: &StreamPath) -> Self {
         Key {
             project: project.clone(),
             path: path.clone(),
         }
     }
 
-    /// True if this is the key of `(project, path)`; compares text, so lookups
-    /// need no owned key.
-    #[inline]
-    pub(crate) fn is(&self, project: &str, path: &str) -> bool {
-        self.path.as_str() == path && self.project.as_str() == project
+    fn is(&self, project: &str, path: &str) -> bool {
+        same(self.path.as_str(), path) && same(self.project.as_str(), project)
     }
 }
 
-/// Feeds `(project, path)` to `hasher`. `Key`'s `Hash` and borrowed lookups both
-/// use this, so a hash computed from `&str`s finds the owned key. The `0xff`
-/// separator cannot occur in UTF-8 text, so the pair is hashed unambiguously.
-#[inline]
-fn hash_parts<H: Hasher>(hasher: &mut H, project: &str, path: &str) {
-    hasher.write(project.as_bytes());
-    hasher.write_u8(0xff);
-    hasher.write(path.as_bytes());
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, hasher: &mut H) {
-        hash_parts(hasher, self.project.as_str(), self.path.as_str());
-    }
-}
-
-// Equality is only needed to satisfy `LinkedHashMap`'s bounds; lookups use
-// `Key::is` through the raw entry API.
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.is(other.project.as_str(), other.path.as_str())
-    }
-}
-
-impl Eq for Key {}
-
-/// The hash of `(project, path)` under `state`, equal to `state.hash_one(key)`.
-#[inline]
-pub(crate) fn hash_key(state: &KeyHasher, project: &str, path: &str) -> u64 {
-    let mut hasher = state.build_hasher();
-    hash_parts(&mut hasher, project, path);
-    hasher.finish()
-}
-
-/// An attempt's identity: unique within its shard (a counter), so a completing
-/// call can tell whether the entry still holds its attempt (the generation check).
-pub(crate) type AttemptId = u64;
-
-/// The register side of an entry.
-pub(crate) enum RegisterSlot {
-    /// No call made yet, or the last one failed transiently.
-    Empty,
-    /// Attempt `AttemptId` is in flight (its waiters, if any, wait on the flight
-    /// in [`ShardState::register_waits`]).
-    Pending(AttemptId),
-    /// The answer, kept until the entry expires.
-    Ready(Arc<LogStreamState>),
-    /// A permanent error, kept until the entry expires.
-    Failed(Error),
-}
-
-/// The terminate side of an entry, including the terminal index known to be
-/// recorded remotely (which makes a terminate call unnecessary).
-pub(crate) enum TerminateSlot {
-    /// No call made yet, or the last one failed transiently.
-    Empty,
-    /// Attempt `AttemptId` is in flight (waiters in
-    /// [`ShardState::terminate_waits`]).
-    Pending(AttemptId),
-    /// A permanent error, kept until the entry expires.
-    Failed(Error),
-    /// The terminal index recorded remotely: from a successful terminate, or
-    /// from a registered state that carried one.
-    Known(MessageIndex),
-}
-
-impl TerminateSlot {
-    pub(crate) fn known(&self) -> Option<MessageIndex> {
-        match self {
-            TerminateSlot::Known(index) => Some(*index),
-            _ => None,
-        }
-    }
-}
-
-/// The "referenced" bit of [`Entry::meta`].
+/// Bits 0..=60 of [`Slot::meta`]: the deadline.
+const DEADLINE: u64 = (1 << 61) - 1;
+/// Set if the slot's key is in its cold record (else it is its state's).
+const KEYED: u64 = 1 << 61;
+/// Set if the slot has a cold record.
+const COLD: u64 = 1 << 62;
+/// The second-chance bit.
 const REFERENCED: u64 = 1 << 63;
 
-/// One stream's entry.
-pub(crate) struct Entry {
-    /// Bits 0..=62: when the entry expires, in [`Clock`] nanoseconds, fixed at
-    /// creation. Bit 63: the second-chance bit, set by a hit and cleared when the
-    /// entry is spared from eviction (see [`evict_one`]).
+/// The largest time or duration the clock represents (73 years), so that
+/// deadlines never reach the flag bits.
+pub(crate) const MAX_NANOS: u64 = DEADLINE;
+
+/// One entry's hot part.
+struct Slot {
+    /// The deadline (when the entry expires, in [`Clock`] nanoseconds, fixed at
+    /// creation) and the flag bits above.
     meta: u64,
-    pub(crate) register: RegisterSlot,
-    pub(crate) terminate: TerminateSlot,
+    /// The kept register answer.
+    state: Option<Arc<LogStreamState>>,
+    /// A ghost identity, new for every entry made, that the model checker tracks
+    /// attempts by.
+    #[cfg(test)]
+    generation: u64,
 }
 
-impl Entry {
-    /// A fresh entry expiring at `deadline` (not referenced).
-    pub(crate) fn new(deadline: u64) -> Self {
-        Entry {
-            meta: deadline & !REFERENCED,
-            register: RegisterSlot::Empty,
-            terminate: TerminateSlot::Empty,
-        }
+impl Slot {
+    #[inline]
+    fn deadline(&self) -> u64 {
+        self.meta & DEADLINE
     }
 
-    /// When the entry expires, in [`Clock`] nanoseconds.
+    /// Marks the slot used. Writes only if the bit is not set yet, so repeated
+    /// hits leave the slot's memory untouched (no cache-line traffic between
+    /// threads).
     #[inline]
-    pub(crate) fn deadline(&self) -> u64 {
-        self.meta & !REFERENCED
-    }
-
-    /// Marks the entry as used since the eviction scan last passed it. Writes only
-    /// if the bit is not set yet, so repeated hits leave the entry's memory
-    /// untouched (no cache-line traffic between threads).
-    #[inline]
-    pub(crate) fn mark_referenced(&mut self) {
+    fn mark_referenced(&mut self) {
         if self.meta & REFERENCED == 0 {
             self.meta |= REFERENCED;
         }
@@ -164,46 +164,198 @@ impl Entry {
         self.meta &= !REFERENCED;
         was
     }
-}
 
-/// `state`, with the entry's known terminal index filled in if it has none: a new
-/// `Arc` only in that case.
-pub(crate) fn with_known_index(
-    state: &Arc<LogStreamState>,
-    known: Option<MessageIndex>,
-) -> Option<Arc<LogStreamState>> {
-    match (state.terminal_index, known) {
-        (None, Some(index)) => {
-            let mut copy = LogStreamState::clone(state);
-            copy.terminal_index = Some(index);
-            Some(Arc::new(copy))
+    /// A fresh entry expiring at `deadline`, its key in its cold record.
+    fn fresh(deadline: u64, referenced: bool) -> Self {
+        Slot {
+            meta: (deadline & DEADLINE) | COLD | KEYED | if referenced { REFERENCED } else { 0 },
+            state: None,
+            #[cfg(test)]
+            generation: crate::model_check::seams::next_generation(),
         }
-        _ => None,
     }
 }
 
-/// One shard: the entries in eviction order (front first) and its counters.
-///
-/// Eviction is second-chance ("CLOCK"), an approximation of LRU that keeps hits
-/// read-only: new entries go to the back, unmarked; a hit only marks the entry
-/// (its referenced bit); to make room for a new entry, the front entry is evicted
-/// unless it is marked, in which case the mark is cleared and the entry moves to the
-/// back. So an entry is evicted only if it was not used since it was created or
-/// last spared, and among those the one that has waited longest goes first. The
-/// entry being inserted is never the victim.
+/// The register side of a cold record (a slot without a state).
+enum RegisterCold {
+    /// No call made yet, or the last one failed transiently.
+    Empty,
+    /// This attempt is in flight (its waiters, if any, wait on its flight in
+    /// [`ShardState::register_waits`]).
+    Pending(AttemptId),
+    /// A permanent error, kept until the entry expires.
+    Failed(Error),
+}
+
+/// The terminate side of a cold record.
+enum TerminateCold {
+    /// No call made yet, or the last one failed transiently (or the state's own
+    /// terminal index is the known one).
+    Empty,
+    /// This attempt is in flight (waiters in [`ShardState::terminate_waits`]).
+    Pending(AttemptId),
+    /// A permanent error, kept until the entry expires.
+    Failed(Error),
+    /// The terminal index recorded remotely, when it is not the state's own (no
+    /// state yet, or a state that carries a different one).
+    Known(MessageIndex),
+}
+
+/// What a slot holds beyond its state (see the module docs). A record exists only
+/// while one of its fields is not empty.
+struct Cold {
+    key: Option<Key>,
+    register: RegisterCold,
+    terminate: TerminateCold,
+}
+
+/// Which side of an entry a caller uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Register,
+    Terminate,
+}
+
+/// How [`Shard::find_or_insert`] found its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// A live entry.
+    Live,
+    /// An expired entry, now reset to a fresh one in place, holding `attempt` if
+    /// one was started.
+    Expired { attempt: Option<AttemptId> },
+    /// A new entry, holding `attempt` if one was started; `evicted` if another was
+    /// evicted to make room.
+    New {
+        evicted: bool,
+        attempt: Option<AttemptId>,
+    },
+}
+
+impl Found {
+    /// The attempt a fresh entry was made with.
+    #[inline]
+    pub(crate) fn attempt(self) -> Option<AttemptId> {
+        match self {
+            Found::Live => None,
+            Found::Expired { attempt } | Found::New { attempt, .. } => attempt,
+        }
+    }
+}
+
+/// What a caller does, decided under the shard lock.
+pub(crate) enum Begin<T> {
+    /// Answer now (a kept result).
+    Answer(T),
+    /// Wait for this attempt, in flight.
+    Join(AttemptId),
+    /// Start this attempt: the entry now holds it.
+    Start(AttemptId),
+}
+
+/// The error for a broken table invariant (a bug): transient, so nothing keeps it.
+fn corrupted() -> Error {
+    Error::new(
+        Code::Internal,
+        "coordinator-cache: an entry's record is missing (a bug in the cache)",
+    )
+}
+
+/// A shard's hash table of slab indexes, filed under [`table_hash`]: 2-byte
+/// buckets when every index fits (shards of at most 65,536 entries, as with the
+/// default size), else 4-byte ones.
+enum IndexTable {
+    Narrow(HashTable<u16>),
+    Wide(HashTable<u32>),
+}
+
+impl IndexTable {
+    fn for_capacity(capacity: usize) -> Self {
+        if capacity <= usize::from(u16::MAX) + 1 {
+            IndexTable::Narrow(HashTable::new())
+        } else {
+            IndexTable::Wide(HashTable::new())
+        }
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, mut eq: impl FnMut(Index) -> bool) -> Option<Index> {
+        match self {
+            IndexTable::Narrow(t) => t
+                .find(hash, |&i| eq(Index::from(i)))
+                .map(|&i| Index::from(i)),
+            IndexTable::Wide(t) => t.find(hash, |&i| eq(i)).copied(),
+        }
+    }
+
+    /// Files `i` under `hash`; `rehash` gives the hash of any index (when the
+    /// table grows).
+    fn insert(&mut self, hash: u64, i: Index, rehash: impl Fn(Index) -> u64) {
+        match self {
+            // The capacity check in `for_capacity` makes every index fit.
+            IndexTable::Narrow(t) => {
+                t.insert_unique(hash, i as u16, |&j| rehash(Index::from(j)));
+            }
+            IndexTable::Wide(t) => {
+                t.insert_unique(hash, i, |&j| rehash(j));
+            }
+        }
+    }
+
+    /// Removes `i`, filed under `hash`.
+    fn remove(&mut self, hash: u64, i: Index) {
+        match self {
+            IndexTable::Narrow(t) => {
+                if let Ok(entry) = t.find_entry(hash, |&j| Index::from(j) == i) {
+                    entry.remove();
+                }
+            }
+            IndexTable::Wide(t) => {
+                if let Ok(entry) = t.find_entry(hash, |&j| j == i) {
+                    entry.remove();
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            IndexTable::Narrow(t) => t.len(),
+            IndexTable::Wide(t) => t.len(),
+        }
+    }
+
+    /// How many times `i` is filed under `hash`.
+    #[cfg(test)]
+    fn count(&self, hash: u64, i: Index) -> usize {
+        match self {
+            IndexTable::Narrow(t) => t.iter_hash(hash).filter(|&&j| Index::from(j) == i).count(),
+            IndexTable::Wide(t) => t.iter_hash(hash).filter(|&&j| j == i).count(),
+        }
+    }
+}
+
+/// One shard: slab, index table, cold records, eviction hand, and the rest.
 pub(crate) struct Shard {
-    pub(crate) map: LinkedHashMap<Key, Entry, KeyHasher>,
+    table: IndexTable,
+    slots: Vec<Slot>,
+    /// [`short_hash`] of each slot's key, by index.
+    hashes: Vec<u32>,
+    colds: HashMap<Index, Cold, KeyHasher>,
+    /// The next slot the eviction scan looks at.
+    hand: usize,
     pub(crate) state: ShardState,
 }
 
-/// The rest of a shard, borrowed separately from its map.
+/// The rest of a shard: counters and the flights of attempts in flight.
 pub(crate) struct ShardState {
     pub(crate) capacity: usize,
     pub(crate) counters: Counters,
     /// `counters.hits` when hits were last published to `metrics`.
     pub(crate) published_hits: u64,
     /// The next [`AttemptId`].
-    pub(crate) next_attempt: AttemptId,
+    next_attempt: AttemptId,
     /// The flights of register attempts that have waiters, by attempt. A flight
     /// exists only once someone waits: an attempt that completes inline with no
     /// concurrent caller costs no allocation. The completing call removes it.
@@ -213,25 +365,416 @@ pub(crate) struct ShardState {
 }
 
 impl ShardState {
-    /// A new attempt's identity.
-    pub(crate) fn new_attempt(&mut self) -> AttemptId {
+    fn new_attempt(&mut self) -> AttemptId {
         let id = self.next_attempt;
         self.next_attempt += 1;
         id
     }
+
+    /// The flight of register attempt `id` (made on first use), for a caller that
+    /// waits.
+    pub(crate) fn register_flight(&mut self, id: AttemptId) -> Arc<Flight<RegisterResult>> {
+        Arc::clone(self.register_waits.entry(id).or_insert_with(Flight::new))
+    }
+
+    /// The flight of terminate attempt `id` (made on first use).
+    pub(crate) fn terminate_flight(&mut self, id: AttemptId) -> Arc<Flight<TerminateResult>> {
+        Arc::clone(self.terminate_waits.entry(id).or_insert_with(Flight::new))
+    }
 }
 
-/// Evicts one entry of a shard's map (see [`Shard`]); returns false if it is
-/// empty.
-pub(crate) fn evict_one(map: &mut LinkedHashMap<Key, Entry, KeyHasher>) -> bool {
-    // Every pass either evicts or clears a bit, so this ends within len + 1 passes.
-    while let Some((key, mut entry)) = map.pop_front() {
-        if !entry.take_referenced() {
-            return true;
-        }
-        map.insert(key, entry);
+/// The key of slot `i`: its cold record's, or its state's.
+#[cfg(test)]
+fn slot_key<'s>(
+    slots: &'s [Slot],
+    colds: &'s HashMap<Index, Cold, KeyHasher>,
+    i: Index,
+) -> Option<(&'s str, &'s str)> {
+    let slot = slots.get(i as usize)?;
+    if slot.meta & KEYED == 0 {
+        let state = slot.state.as_ref()?;
+        Some((state.project.as_str(), state.path.as_str()))
+    } else {
+        let key = colds.get(&i)?.key.as_ref()?;
+        Some((key.project.as_str(), key.path.as_str()))
     }
-    false
+}
+
+/// True if slot `i` is the entry of `(project, path)`.
+#[inline]
+fn slot_is(
+    slots: &[Slot],
+    colds: &HashMap<Index, Cold, KeyHasher>,
+    i: Index,
+    project: &str,
+    path: &str,
+) -> bool {
+    let Some(slot) = slots.get(i as usize) else {
+        return false;
+    };
+    if slot.meta & KEYED == 0 {
+        slot.state
+            .as_ref()
+            .is_some_and(|s| same(s.path.as_str(), path) && same(s.project.as_str(), project))
+    } else {
+        colds
+            .get(&i)
+            .and_then(|c| c.key.as_ref())
+            .is_some_and(|k| k.is(project, path))
+    }
+}
+
+/// `state` with `index` as its terminal index (a copy).
+fn with_index(state: &LogStreamState, index: MessageIndex) -> Arc<LogStreamState> {
+    let mut copy = state.clone();
+    copy.terminal_index = Some(index);
+    Arc::new(copy)
+}
+
+impl Shard {
+    /// A shard of at most `capacity` entries (capped at 2^32, the most an
+    /// [`Index`] can address; no machine holds that many).
+    pub(crate) fn new(capacity: usize, hasher: KeyHasher) -> Self {
+        let capacity = capacity.min(1 << 32);
+        Shard {
+            table: IndexTable::for_capacity(capacity),
+            slots: Vec::new(),
+            hashes: Vec::new(),
+            colds: HashMap::with_hasher(hasher),
+            hand: 0,
+            state: ShardState {
+                capacity,
+                counters: Counters::default(),
+                published_hits: 0,
+                next_attempt: 0,
+                register_waits: HashMap::with_hasher(hasher),
+                terminate_waits: HashMap::with_hasher(hasher),
+            },
+        }
+    }
+
+    /// The number of entries (live or expired but not yet replaced).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Finds the live entry of `(project, path)` (marking it used), resets it in
+    /// place if it expired, or makes a new one (evicting one first if the shard is
+    /// full, so that the new entry is never the victim). A new or reset entry
+    /// expires at `deadline`, and if `start` is set it holds a new attempt on that
+    /// side (what [`begin_register`](Self::begin_register) or
+    /// [`begin_terminate`](Self::begin_terminate) would have started).
+    #[inline]
+    pub(crate) fn find_or_insert(
+        &mut self,
+        hash: u64,
+        project: &ProjectName,
+        path: &StreamPath,
+        now: u64,
+        deadline: u64,
+        start: Option<Side>,
+    ) -> (Index, Found) {
+        let (p, s) = (project.as_str(), path.as_str());
+        let Shard {
+            table,
+            slots,
+            colds,
+            state,
+            ..
+        } = self;
+        let short = short_hash(hash);
+        if let Some(i) = table.find(table_hash(short), |i| slot_is(slots, colds, i, p, s)) {
+            let slot = &mut slots[i as usize];
+            if slot.deadline() > now {
+                slot.mark_referenced();
+                return (i, Found::Live);
+            }
+            // Expired: a fresh entry in its place, marked used (as if at the back
+            // of the eviction order). An attempt still in flight for the old
+            // entry keeps its waiters; its completion finds another attempt or
+            // none here.
+            *slot = Slot::fresh(deadline, true);
+            let (cold, attempt) = Cold::fresh(project, path, start, state);
+            colds.insert(i, cold);
+            return (i, Found::Expired { attempt });
+        }
+        let evicted = self.slots.len() >= self.state.capacity;
+        let i = if evicted {
+            self.evict(now)
+        } else {
+            self.push()
+        };
+        let Shard {
+            table,
+            slots,
+            hashes,
+            colds,
+            state,
+            ..
+        } = self;
+        slots[i as usize] = Slot::fresh(deadline, false);
+        hashes[i as usize] = short;
+        let (cold, attempt) = Cold::fresh(project, path, start, state);
+        colds.insert(i, cold);
+        table.insert(table_hash(short), i, |j| {
+            table_hash(hashes.get(j as usize).copied().unwrap_or(0))
+        });
+        (i, Found::New { evicted, attempt })
+    }
+
+    /// Appends a placeholder slot (the caller fills it), growing the slab by
+    /// doubling but never past the shard's capacity.
+    fn push(&mut self) -> Index {
+        if self.slots.len() == self.slots.capacity() {
+            let target = (self.slots.capacity() * 2).max(16).min(self.state.capacity);
+            let more = target.saturating_sub(self.slots.len()).max(1);
+            self.slots.reserve_exact(more);
+            self.hashes.reserve_exact(more);
+        }
+        let i = self.slots.len();
+        self.slots.push(Slot::fresh(0, false));
+        self.hashes.push(0);
+        // `i < capacity <= 2^32` (see `Shard::new`).
+        i as Index
+    }
+
+    /// Removes the entry the CLOCK hand picks (see the module docs) and returns
+    /// its slot's index for reuse. The shard must not be empty.
+    fn evict(&mut self, now: u64) -> Index {
+        let len = self.slots.len();
+        // Every step clears a bit or stops, so this ends within 2 * len + 1 steps.
+        let victim = loop {
+            let i = self.hand % len;
+            self.hand = (i + 1) % len;
+            let slot = &mut self.slots[i];
+            let referenced = slot.take_referenced();
+            if !referenced || slot.deadline() <= now {
+                break i as Index;
+            }
+        };
+        let hash = table_hash(self.hashes[victim as usize]);
+        self.table.remove(hash, victim);
+        self.colds.remove(&victim);
+        self.slots[victim as usize].state = None;
+        victim
+    }
+
+    /// The terminal index known to be recorded remotely for slot `i`.
+    fn known(&self, i: Index) -> Option<MessageIndex> {
+        let slot = &self.slots[i as usize];
+        if slot.meta & COLD != 0
+            && let Some(Cold {
+                terminate: TerminateCold::Known(index),
+                ..
+            }) = self.colds.get(&i)
+        {
+            return Some(*index);
+        }
+        slot.state.as_ref().and_then(|s| s.terminal_index)
+    }
+
+    /// Puts slot `i`'s cold record back, without what it no longer needs to hold
+    /// given the slot's state, and not at all if that leaves nothing; keeps the
+    /// slot's flag bits in step.
+    fn put_back(&mut self, i: Index, mut cold: Cold) {
+        let slot = &mut self.slots[i as usize];
+        if let Some(state) = &slot.state {
+            if matches!(cold.terminate, TerminateCold::Known(index) if state.terminal_index == Some(index))
+            {
+                cold.terminate = TerminateCold::Empty;
+            }
+            if cold
+                .key
+                .as_ref()
+                .is_some_and(|k| k.is(state.project.as_str(), state.path.as_str()))
+            {
+                cold.key = None;
+            }
+        }
+        slot.meta &= !(COLD | KEYED);
+        if cold.key.is_some() {
+            slot.meta |= KEYED;
+        }
+        if cold.key.is_none()
+            && matches!(cold.register, RegisterCold::Empty)
+            && matches!(cold.terminate, TerminateCold::Empty)
+        {
+            return;
+        }
+        slot.meta |= COLD;
+        self.colds.insert(i, cold);
+    }
+
+    /// What a register caller of slot `i` does: take the kept answer, join the
+    /// attempt in flight, or start one (which the entry then holds).
+    #[inline]
+    pub(crate) fn begin_register(&mut self, i: Index) -> Begin<RegisterResult> {
+        if let Some(state) = &self.slots[i as usize].state {
+            return Begin::Answer(Ok(Arc::clone(state)));
+        }
+        let Some(cold) = self.colds.get_mut(&i) else {
+            return Begin::Answer(Err(corrupted()));
+        };
+        match &cold.register {
+            RegisterCold::Failed(error) => Begin::Answer(Err(error.clone())),
+            RegisterCold::Pending(id) => Begin::Join(*id),
+            RegisterCold::Empty => {
+                let id = self.state.new_attempt();
+                cold.register = RegisterCold::Pending(id);
+                Begin::Start(id)
+            }
+        }
+    }
+
+    /// Records the outcome of register attempt `id` in slot `i`, if the slot
+    /// still holds that attempt (else changes nothing). Returns what the attempt's
+    /// callers get: the outcome, with the entry's known terminal index filled in.
+    pub(crate) fn complete_register(
+        &mut self,
+        i: Index,
+        id: AttemptId,
+        result: RegisterResult,
+    ) -> RegisterResult {
+        let Some(mut cold) = self.colds.remove(&i) else {
+            return result; // the slot has a state (so no attempt) or was reset
+        };
+        if !matches!(cold.register, RegisterCold::Pending(p) if p == id) {
+            // Replaced (expired or evicted), maybe by a newer attempt.
+            self.colds.insert(i, cold);
+            return result;
+        }
+        let value = match result {
+            Ok(state) => {
+                let known = match cold.terminate {
+                    TerminateCold::Known(index) => Some(index),
+                    _ => None,
+                };
+                let state = match (state.terminal_index, known) {
+                    // The remote state's index is now the known one; a terminate
+                    // in flight no longer matters (its callers still get its
+                    // answer).
+                    (Some(_), None) => {
+                        cold.terminate = TerminateCold::Empty;
+                        state
+                    }
+                    (None, Some(index)) => {
+                        cold.terminate = TerminateCold::Empty;
+                        with_index(&state, index)
+                    }
+                    _ => state,
+                };
+                cold.register = RegisterCold::Empty;
+                self.slots[i as usize].state = Some(Arc::clone(&state));
+                Ok(state)
+            }
+            Err(error) if error.is_transient() => {
+                cold.register = RegisterCold::Empty;
+                Err(error)
+            }
+            Err(error) => {
+                cold.register = RegisterCold::Failed(error.clone());
+                Err(error)
+            }
+        };
+        self.put_back(i, cold);
+        value
+    }
+
+    /// What a terminate caller of slot `i` does. With a known terminal index the
+    /// answer is success, and the index is returned too (to compare with the
+    /// requested one).
+    pub(crate) fn begin_terminate(
+        &mut self,
+        i: Index,
+    ) -> (Begin<TerminateResult>, Option<MessageIndex>) {
+        if let Some(index) = self.known(i) {
+            return (Begin::Answer(Ok(())), Some(index));
+        }
+        let Shard {
+            slots,
+            colds,
+            state,
+            ..
+        } = self;
+        slots[i as usize].meta |= COLD;
+        let cold = colds.entry(i).or_insert_with(Cold::empty);
+        let begin = match &cold.terminate {
+            TerminateCold::Failed(error) => Begin::Answer(Err(error.clone())),
+            TerminateCold::Pending(id) => Begin::Join(*id),
+            // `known` found none, so no `Known` here.
+            TerminateCold::Empty | TerminateCold::Known(_) => {
+                let id = state.new_attempt();
+                cold.terminate = TerminateCold::Pending(id);
+                Begin::Start(id)
+            }
+        };
+        (begin, None)
+    }
+
+    /// Records the outcome of terminate attempt `id` (which asked for `index`) in
+    /// slot `i`, if the slot still holds that attempt. On success the entry knows
+    /// `index`: a kept state without a terminal index is replaced by a copy with
+    /// it.
+    pub(crate) fn complete_terminate(
+        &mut self,
+        i: Index,
+        id: AttemptId,
+        index: MessageIndex,
+        result: &TerminateResult,
+    ) {
+        let Some(mut cold) = self.colds.remove(&i) else {
+            return;
+        };
+        if !matches!(cold.terminate, TerminateCold::Pending(p) if p == id) {
+            // Replaced, or a registered state's index became the known one.
+            self.colds.insert(i, cold);
+            return;
+        }
+        cold.terminate = match result {
+            Ok(()) => TerminateCold::Known(index),
+            Err(error) if error.is_transient() => TerminateCold::Empty,
+            Err(error) => TerminateCold::Failed(error.clone()),
+        };
+        let slot = &mut self.slots[i as usize];
+        if let (Ok(()), Some(state)) = (result, &mut slot.state)
+            && state.terminal_index.is_none()
+        {
+            *state = with_index(state, index);
+        }
+        self.put_back(i, cold);
+    }
+}
+
+impl Cold {
+    /// A record holding nothing (yet).
+    fn empty() -> Self {
+        Cold {
+            key: None,
+            register: RegisterCold::Empty,
+            terminate: TerminateCold::Empty,
+        }
+    }
+
+    /// A fresh entry's record: its key, and a new attempt on side `start`.
+    fn fresh(
+        project: &ProjectName,
+        path: &StreamPath,
+        start: Option<Side>,
+        state: &mut ShardState,
+    ) -> (Self, Option<AttemptId>) {
+        let attempt = start.map(|_| state.new_attempt());
+        let pending = |side| match (start, attempt) {
+            (Some(s), Some(id)) if s == side => Some(id),
+            _ => None,
+        };
+        let cold = Cold {
+            key: Some(Key::new(project, path)),
+            register: pending(Side::Register).map_or(RegisterCold::Empty, RegisterCold::Pending),
+            terminate: pending(Side::Terminate)
+                .map_or(TerminateCold::Empty, TerminateCold::Pending),
+        };
+        (cold, attempt)
+    }
 }
 
 /// A shard behind its lock, alone on its cache lines so that two threads using
@@ -241,17 +784,13 @@ pub(crate) struct PaddedShard(pub(crate) Mutex<Shard>);
 
 impl PaddedShard {
     pub(crate) fn new(capacity: usize, hasher: KeyHasher) -> Self {
-        PaddedShard(Mutex::new(Shard {
-            map: LinkedHashMap::with_hasher(hasher),
-            state: ShardState {
-                capacity,
-                counters: Counters::default(),
-                published_hits: 0,
-                next_attempt: 0,
-                register_waits: HashMap::with_hasher(hasher),
-                terminate_waits: HashMap::with_hasher(hasher),
-            },
-        }))
+        PaddedShard(Mutex::new(Shard::new(capacity, hasher)))
+    }
+
+    /// Takes the shard's lock (a scheduling point for the model checker).
+    #[inline]
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Shard> {
+        interleave::lock(&self.0)
     }
 }
 
@@ -273,15 +812,476 @@ impl Clock {
 
     #[inline]
     pub(crate) fn now(&self) -> u64 {
+        if let Some(now) = interleave::now() {
+            return now;
+        }
         nanos(Instant::now().saturating_duration_since(self.epoch))
     }
 }
 
-/// A duration in nanoseconds, saturating at 2^62 (146 years), so that deadlines
-/// never reach the referenced bit.
+/// A duration in nanoseconds, saturating at [`MAX_NANOS`], so that deadlines
+/// never reach the flag bits.
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).map_or(MAX_NANOS, |n| n.min(MAX_NANOS))
 }
 
-/// The largest time or duration the clock represents.
-pub(crate) const MAX_NANOS: u64 = 1 << 62;
+/// What an entry holds, as the model checker sees it.
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) struct EntryView {
+    pub(crate) generation: u64,
+    pub(crate) register: RegisterView,
+    pub(crate) terminate: TerminateView,
+}
+
+/// The register side of an [`EntryView`].
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) enum RegisterView {
+    Empty,
+    Pending(AttemptId),
+    Ready(Arc<LogStreamState>),
+    Failed(Error),
+}
+
+/// The terminate side of an [`EntryView`].
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub(crate) enum TerminateView {
+    Empty,
+    Pending(AttemptId),
+    Failed(Error),
+    Known(MessageIndex),
+}
+
+#[cfg(test)]
+impl Shard {
+    /// The index of the entry of `(project, path)`, if any.
+    pub(crate) fn find(&self, hash: u64, project: &str, path: &str) -> Option<Index> {
+        self.table.find(table_hash(short_hash(hash)), |i| {
+            slot_is(&self.slots, &self.colds, i, project, path)
+        })
+    }
+
+    pub(crate) fn view(&self, i: Index) -> EntryView {
+        let slot = &self.slots[i as usize];
+        let cold = self.colds.get(&i);
+        EntryView {
+            generation: slot.generation,
+            register: match (&slot.state, cold.map(|c| &c.register)) {
+                (Some(state), _) => RegisterView::Ready(Arc::clone(state)),
+                (None, Some(RegisterCold::Pending(id))) => RegisterView::Pending(*id),
+                (None, Some(RegisterCold::Failed(error))) => RegisterView::Failed(error.clone()),
+                (None, _) => RegisterView::Empty,
+            },
+            terminate: match (self.known(i), cold.map(|c| &c.terminate)) {
+                (Some(index), _) => TerminateView::Known(index),
+                (None, Some(TerminateCold::Pending(id))) => TerminateView::Pending(*id),
+                (None, Some(TerminateCold::Failed(error))) => TerminateView::Failed(error.clone()),
+                (None, _) => TerminateView::Empty,
+            },
+        }
+    }
+
+    /// Panics if the table's structure is broken: every slot is in the index table
+    /// exactly once under its key's hash, the flag bits match the cold records,
+    /// and no cold record holds nothing.
+    pub(crate) fn check_structure(&self, hasher: &KeyHasher) {
+        assert!(self.slots.len() <= self.state.capacity.max(1));
+        assert_eq!(self.table.len(), self.slots.len(), "index table vs slab");
+        assert_eq!(self.hashes.len(), self.slots.len(), "hashes vs slab");
+        for (i, slot) in self.slots.iter().enumerate() {
+            let i = i as Index;
+            let cold = self.colds.get(&i);
+            assert_eq!(slot.meta & COLD != 0, cold.is_some(), "slot {i}: COLD bit");
+            assert_eq!(
+                slot.meta & KEYED != 0,
+                cold.is_some_and(|c| c.key.is_some()),
+                "slot {i}: KEYED bit"
+            );
+            assert!(
+                slot.state.is_some() || slot.meta & KEYED != 0,
+                "slot {i}: no key"
+            );
+            if let Some(cold) = cold {
+                assert!(
+                    cold.key.is_some()
+                        || !matches!(cold.register, RegisterCold::Empty)
+                        || !matches!(cold.terminate, TerminateCold::Empty),
+                    "slot {i}: an empty cold record"
+                );
+                assert!(
+                    slot.state.is_none() || matches!(cold.register, RegisterCold::Empty),
+                    "slot {i}: a register attempt or error beside a state"
+                );
+            }
+            let (project, path) = slot_key(&self.slots, &self.colds, i).expect("a key");
+            let short = short_hash(hash_key(hasher, project, path));
+            assert_eq!(self.hashes[i as usize], short, "slot {i}: kept hash");
+            assert_eq!(
+                self.table.count(table_hash(short), i),
+                1,
+                "slot {i}: not in the index table under its key's hash"
+            );
+        }
+        assert!(self.colds.keys().all(|&i| (i as usize) < self.slots.len()));
+    }
+}
+
+// A slot is 16 bytes (outside unit tests, which add a ghost field).
+#[cfg(not(test))]
+const _: () = assert!(std::mem::size_of::<Slot>() == 16);
+
+#[cfg(test)]
+mod tests {
+    use coordinator_api::{RegisterRequest, StreamId};
+
+    use super::*;
+
+    const DAY: u64 = 86_400_000_000_000;
+
+    fn request(path: &str) -> RegisterRequest {
+        RegisterRequest::parse("proj", path, &[1; 36], None).unwrap()
+    }
+
+    fn state_for(r: &RegisterRequest) -> Arc<LogStreamState> {
+        Arc::new(LogStreamState::from_request(r, StreamId::for_path(&r.path)))
+    }
+
+    /// A shard and its hasher, with helpers that key by path.
+    struct Fixture {
+        shard: Shard,
+        hasher: KeyHasher,
+    }
+
+    impl Fixture {
+        fn new(capacity: usize) -> Self {
+            let hasher = KeyHasher::default();
+            Fixture {
+                shard: Shard::new(capacity, hasher),
+                hasher,
+            }
+        }
+
+        fn hash(&self, r: &RegisterRequest) -> u64 {
+            hash_key(&self.hasher, r.project.as_str(), r.path.as_str())
+        }
+
+        /// Finds or inserts `path` at time `now` (entries live one day).
+        fn touch(&mut self, path: &str, now: u64) -> (Index, Found) {
+            let r = request(path);
+            let hash = self.hash(&r);
+            let found = self
+                .shard
+                .find_or_insert(hash, &r.project, &r.path, now, now + DAY, None);
+            self.shard.check_structure(&self.hasher);
+            found
+        }
+
+        fn contains(&self, path: &str) -> bool {
+            let r = request(path);
+            self.shard
+                .find(self.hash(&r), r.project.as_str(), r.path.as_str())
+                .is_some()
+        }
+
+        /// Registers `path` with an inner call that succeeds at once.
+        fn register(&mut self, path: &str, now: u64) -> Arc<LogStreamState> {
+            let (i, _) = self.touch(path, now);
+            match self.shard.begin_register(i) {
+                Begin::Answer(result) => result.unwrap(),
+                Begin::Start(id) => {
+                    let state = self
+                        .shard
+                        .complete_register(i, id, Ok(state_for(&request(path))))
+                        .unwrap();
+                    self.shard.check_structure(&self.hasher);
+                    state
+                }
+                Begin::Join(_) => panic!("nothing in flight"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_registered_entry_is_a_slot_alone() {
+        let mut f = Fixture::new(8);
+        let state = f.register("p/+/a", 0);
+        let (i, found) = f.touch("p/+/a", 1);
+        assert_eq!(found, Found::Live);
+        // No cold record: the state's project and path are the key.
+        assert!(f.shard.colds.is_empty());
+        assert_eq!(f.shard.slots[i as usize].meta & (COLD | KEYED), 0);
+        assert!(
+            matches!(f.shard.begin_register(i), Begin::Answer(Ok(s)) if Arc::ptr_eq(&s, &state))
+        );
+    }
+
+    #[test]
+    fn the_clock_hand_spares_used_entries_once() {
+        let mut f = Fixture::new(4);
+        for path in ["p/+/a", "p/+/b", "p/+/c", "p/+/d"] {
+            f.register(path, 0);
+        }
+        // a is used again: the hand spares it and takes b.
+        assert_eq!(f.touch("p/+/a", 1).1, Found::Live);
+        assert_eq!(
+            f.touch("p/+/e", 2).1,
+            Found::New {
+                evicted: true,
+                attempt: None
+            }
+        );
+        assert!(f.contains("p/+/a") && !f.contains("p/+/b"));
+        // Next: c (a's bit was cleared when it was spared, but the hand is past it).
+        assert_eq!(
+            f.touch("p/+/f", 3).1,
+            Found::New {
+                evicted: true,
+                attempt: None
+            }
+        );
+        assert!(!f.contains("p/+/c") && f.contains("p/+/d"));
+        assert_eq!(f.shard.len(), 4);
+    }
+
+    #[test]
+    fn expired_entries_go_first_even_if_used() {
+        let mut f = Fixture::new(2);
+        let r = request("p/+/old");
+        let hash = f.hash(&r);
+        // Expires at 10.
+        f.shard
+            .find_or_insert(hash, &r.project, &r.path, 0, 10, None);
+        f.register("p/+/young", 5);
+        f.touch("p/+/young", 6);
+        f.touch("p/+/old", 7); // used, still live
+        // At 20 the old entry has expired: the hand takes it although it was used.
+        f.touch("p/+/new", 20);
+        assert!(!f.contains("p/+/old"));
+        assert!(f.contains("p/+/young") && f.contains("p/+/new"));
+    }
+
+    #[test]
+    fn an_expired_entry_is_reset_in_place() {
+        let mut f = Fixture::new(4);
+        let r = request("p/+/a");
+        let hash = f.hash(&r);
+        let (i, _) = f
+            .shard
+            .find_or_insert(hash, &r.project, &r.path, 0, 10, None);
+        let Begin::Start(id) = f.shard.begin_register(i) else {
+            panic!()
+        };
+        let (j, found) = f
+            .shard
+            .find_or_insert(hash, &r.project, &r.path, 10, 20, None);
+        assert_eq!((j, found), (i, Found::Expired { attempt: None }));
+        // The old attempt no longer owns the slot: its answer is its callers' only.
+        let Begin::Start(newer) = f.shard.begin_register(i) else {
+            panic!("the reset entry has nothing in flight")
+        };
+        assert_ne!(newer, id);
+        f.shard.complete_register(i, id, Ok(state_for(&r))).unwrap();
+        assert!(matches!(f.shard.view(i).register, RegisterView::Pending(p) if p == newer));
+        f.shard.check_structure(&f.hasher);
+    }
+
+    #[test]
+    fn a_reused_slot_ignores_the_evicted_entrys_attempt() {
+        let mut f = Fixture::new(1);
+        let (i, _) = f.touch("p/+/a", 0);
+        let Begin::Start(old) = f.shard.begin_register(i) else {
+            panic!()
+        };
+        // b evicts a and takes its slot, and starts its own attempt.
+        let (j, found) = f.touch("p/+/b", 1);
+        assert_eq!(
+            (j, found),
+            (
+                i,
+                Found::New {
+                    evicted: true,
+                    attempt: None
+                }
+            )
+        );
+        let Begin::Start(new) = f.shard.begin_register(j) else {
+            panic!()
+        };
+        // a's attempt completes, transiently and then (had it been retried) with
+        // a state: b's attempt stays, and b's slot never gets a's state.
+        let a = request("p/+/a");
+        f.shard
+            .complete_register(i, old, Err(Error::unavailable("a failed")))
+            .unwrap_err();
+        f.shard
+            .complete_register(i, old, Ok(state_for(&a)))
+            .unwrap();
+        assert!(matches!(f.shard.view(j).register, RegisterView::Pending(p) if p == new));
+        let b = request("p/+/b");
+        let kept = f
+            .shard
+            .complete_register(j, new, Ok(state_for(&b)))
+            .unwrap();
+        assert_eq!(kept.path, b.path);
+        assert!(f.contains("p/+/b") && !f.contains("p/+/a"));
+        f.shard.check_structure(&f.hasher);
+    }
+
+    #[test]
+    fn a_terminate_before_the_state_is_merged_into_it() {
+        let mut f = Fixture::new(4);
+        let (i, _) = f.touch("p/+/a", 0);
+        let (Begin::Start(t), None) = f.shard.begin_terminate(i) else {
+            panic!()
+        };
+        f.shard
+            .complete_terminate(i, t, MessageIndex::from(3), &Ok(()));
+        f.shard.check_structure(&f.hasher);
+        assert!(
+            matches!(f.shard.begin_terminate(i), (Begin::Answer(Ok(())), Some(k)) if k == MessageIndex::from(3))
+        );
+        // The state arrives without an index: kept as a copy with it, and the cold
+        // record (key, known index) is gone.
+        let state = f.register("p/+/a", 1);
+        assert_eq!(state.terminal_index, Some(MessageIndex::from(3)));
+        assert!(f.shard.colds.is_empty());
+    }
+
+    #[test]
+    fn a_terminate_after_the_state_replaces_it_with_a_copy() {
+        let mut f = Fixture::new(4);
+        let open = f.register("p/+/a", 0);
+        let (i, _) = f.touch("p/+/a", 1);
+        let (Begin::Start(t), None) = f.shard.begin_terminate(i) else {
+            panic!()
+        };
+        // In flight: a cold record holds the attempt, the key stays the state's.
+        assert_eq!(f.shard.slots[i as usize].meta & (COLD | KEYED), COLD);
+        assert!(matches!(f.shard.begin_terminate(i), (Begin::Join(id), None) if id == t));
+        f.shard
+            .complete_terminate(i, t, MessageIndex::from(9), &Ok(()));
+        f.shard.check_structure(&f.hasher);
+        assert!(f.shard.colds.is_empty());
+        let Begin::Answer(Ok(closed)) = f.shard.begin_register(i) else {
+            panic!()
+        };
+        assert_eq!(closed.terminal_index, Some(MessageIndex::from(9)));
+        assert_eq!(
+            LogStreamState {
+                terminal_index: None,
+                ..(*closed).clone()
+            },
+            *open
+        );
+    }
+
+    #[test]
+    fn a_state_for_another_key_keeps_the_requested_key() {
+        let mut f = Fixture::new(4);
+        let (i, _) = f.touch("p/+/asked", 0);
+        let Begin::Start(id) = f.shard.begin_register(i) else {
+            panic!()
+        };
+        // The remote answers with another path: the entry is still found by the
+        // requested key, and not by the answer's.
+        f.shard
+            .complete_register(i, id, Ok(state_for(&request("p/+/answered"))))
+            .unwrap();
+        f.shard.check_structure(&f.hasher);
+        assert_eq!(f.shard.slots[i as usize].meta & KEYED, KEYED);
+        assert!(f.contains("p/+/asked") && !f.contains("p/+/answered"));
+        assert_eq!(f.touch("p/+/asked", 1).1, Found::Live);
+    }
+
+    #[test]
+    fn a_shard_of_more_than_65536_entries_files_wide_indexes() {
+        let mut f = Fixture::new(70_000);
+        assert!(matches!(f.shard.table, IndexTable::Wide(_)));
+        for k in 0..70_000 {
+            let r = request(&format!("p/+/k{k}"));
+            let hash = f.hash(&r);
+            f.shard
+                .find_or_insert(hash, &r.project, &r.path, 0, DAY, None);
+        }
+        f.shard.check_structure(&f.hasher);
+        assert!(f.contains("p/+/k0") && f.contains("p/+/k69999"));
+        // Full: the next one evicts.
+        assert_eq!(
+            f.touch("p/+/more", 1).1,
+            Found::New {
+                evicted: true,
+                attempt: None
+            }
+        );
+        assert_eq!(f.shard.len(), 70_000);
+        assert!(matches!(
+            Fixture::new(65_536).shard.table,
+            IndexTable::Narrow(_)
+        ));
+    }
+
+    #[test]
+    fn random_operations_keep_the_structure() {
+        // A deterministic walk over insertions, evictions, expiry, attempts
+        // (started, completed with every outcome, stale) on a small shard.
+        let mut f = Fixture::new(8);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut in_flight: Vec<(Index, AttemptId, bool, String)> = Vec::new();
+        let mut now = 0;
+        for _ in 0..20_000 {
+            now += next(3);
+            let path = format!("p/+/k{}", next(12));
+            let r = request(&path);
+            let hash = f.hash(&r);
+            let (i, _) =
+                f.shard
+                    .find_or_insert(hash, &r.project, &r.path, now, now + 1 + next(40), None);
+            match next(4) {
+                0 | 1 => {
+                    if let Begin::Start(id) = f.shard.begin_register(i) {
+                        in_flight.push((i, id, true, path));
+                    }
+                }
+                _ => {
+                    if let (Begin::Start(id), _) = f.shard.begin_terminate(i) {
+                        in_flight.push((i, id, false, path));
+                    }
+                }
+            }
+            if !in_flight.is_empty() && next(2) == 0 {
+                let (i, id, register, path) =
+                    in_flight.swap_remove(next(in_flight.len() as u64) as usize);
+                let outcome = next(4);
+                if register {
+                    let mut state = LogStreamState::clone(&state_for(&request(&path)));
+                    if outcome == 3 {
+                        state.terminal_index = Some(MessageIndex::from(7));
+                    }
+                    let result = match outcome {
+                        0 => Err(Error::unavailable("t")),
+                        1 => Err(Error::not_found("p")),
+                        _ => Ok(Arc::new(state)),
+                    };
+                    let _ = f.shard.complete_register(i, id, result);
+                } else {
+                    let result = match outcome {
+                        0 => Err(Error::unavailable("t")),
+                        1 => Err(Error::not_found("p")),
+                        _ => Ok(()),
+                    };
+                    f.shard
+                        .complete_terminate(i, id, MessageIndex::from(5), &result);
+                }
+            }
+            f.shard.check_structure(&f.hasher);
+        }
+    }
+}
