@@ -1,25 +1,51 @@
 //! The cache benchmarks' shared workload and the implementations they compare.
 //!
-//! Workload (issue 3): project `chromium`, paths `prefix/<16 hex>/+/stdout`, states
-//! with a 32-hex ID, protocol version `"1"` and a 36-byte secret. Requests are
-//! built once per key; all share one `ProjectName` (one `Arc`), each has its own
-//! path `Arc`. The inner coordinator answers at once ([`ZeroLatency`]).
+//! # Workload (issue 3)
 //!
-//! Implementations plug in through [`Candidate`]: anything that implements
-//! `Coordinator` over a [`ZeroLatency`] inner. Here: [`CachedCoordinator`] and
-//! [`Floor`], the plain baseline (16 mutex-sharded hash tables with a fast hash, no
-//! expiry, no LRU, no coalescing). Other caches (moka, quick_cache) can be added as
-//! more `Candidate`s.
+//! Project `chromium`, paths `prefix/<16 hex>/+/stdout`, states with a 32-hex ID,
+//! protocol version `"1"` and a 36-byte secret. The project name is parsed once and
+//! every request holds a clone of it (one shared `Arc`), as a collector holding its
+//! project configuration does; each request has its own path `Arc`. The inner
+//! coordinator ([`Remote`]) answers at once, or after a fixed latency for the
+//! coalescing benchmark.
+//!
+//! # Candidates
+//!
+//! Implementations plug in through [`Candidate`]: a `Coordinator` built over an
+//! `Arc<Remote>`. [`for_each_candidate!`](crate::for_each_candidate) runs a generic
+//! benchmark function on all of them, ours first:
+//!
+//! - `coordinator-cache`: [`CachedCoordinator`], ours;
+//! - `moka`: [`MokaCoordinator`], `moka::future::Cache` with `try_get_with`;
+//! - `quick_cache`: [`QuickCacheCoordinator`], `quick_cache::sync::Cache` with
+//!   placeholder guards;
+//! - `floor`: [`Floor`], 16 mutex-sharded hash tables with a fast hash and nothing
+//!   else (no expiry, no bound, no coalescing): what a lookup costs at least.
+//!
+//! The two library-based adapters implement our semantics (`semantics.md` §5) as
+//! far as each library allows; each documents what it lacks.
+//!
+//! # Records
+//!
+//! Figures that criterion does not measure (inner calls made while coalescing,
+//! resident memory) are printed and, when `COORDINATOR_BENCH_RECORDS` names a
+//! file, appended to it as JSON lines (`cargo xtask bench` reads them).
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+mod floor;
+mod key;
+mod moka_based;
+mod quick_cache_based;
+
 use std::borrow::Cow;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
-use std::pin::Pin;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::io::Write;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use coordinator_api::{
@@ -27,7 +53,10 @@ use coordinator_api::{
     ProjectName, RegisterRequest, StreamId, StreamPath, TerminateRequest,
 };
 use coordinator_cache::CachedCoordinator;
-use parking_lot::Mutex;
+
+pub use floor::Floor;
+pub use moka_based::MokaCoordinator;
+pub use quick_cache_based::QuickCacheCoordinator;
 
 pub const PROJECT: &str = "chromium";
 pub const SECRET: [u8; 36] = [0x5a; 36];
@@ -35,6 +64,15 @@ pub const SECRET: [u8; 36] = [0x5a; 36];
 pub const HOT_KEYS: usize = 10_000;
 /// A descriptor-sized payload passed with every register.
 pub const DESC: &[u8] = &[0x42; 96];
+/// The expiration every candidate is built with: the default, longer than any run.
+pub const EXPIRATION: Duration = coordinator_cache::DEFAULT_EXPIRATION;
+
+/// Ours: the cache under test.
+pub type Ours = CachedCoordinator<Arc<Remote>>;
+
+/// The project of every request: parsed once, cloned into each request.
+static PROJECT_NAME: LazyLock<ProjectName> =
+    LazyLock::new(|| PROJECT.parse().expect("a valid project name"));
 
 /// A deterministic 64-bit mix (splitmix64) for key text and orders.
 pub fn mix(mut x: u64) -> u64 {
@@ -44,14 +82,13 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The requests for keys `range`, sharing one project `Arc`.
+/// The requests for keys `range`, all sharing the one project `Arc`.
 pub fn requests(range: std::ops::Range<u64>) -> Vec<RegisterRequest> {
-    let project: ProjectName = PROJECT.parse().unwrap();
     let secret = PrefixSecret::from(SECRET);
     range
         .map(|i| {
             let path: StreamPath = format!("prefix/{:016x}/+/stdout", mix(i)).parse().unwrap();
-            RegisterRequest::new(project.clone(), path, secret.clone())
+            RegisterRequest::new(PROJECT_NAME.clone(), path, secret.clone())
         })
         .collect()
 }
@@ -76,44 +113,69 @@ pub fn state_for(request: &RegisterRequest) -> LogStreamState {
     }
 }
 
-/// What [`ZeroLatency`] answers.
+/// What [`Remote`] answers.
 pub enum Answers {
     /// A new state per call, built by [`state_for`] (what a real remote does).
     PerKey,
-    /// A clone of one shared state (the cheapest possible inner call).
-    Shared(Arc<LogStreamState>),
+    /// A clone of the state built beforehand for the request's path: no allocation
+    /// in the call, and the state carries the request's own project and path, as a
+    /// real transport's does.
+    Prebuilt(std::collections::HashMap<StreamPath, Arc<LogStreamState>>),
 }
 
-/// An inner coordinator that answers at once and counts its register calls.
-pub struct ZeroLatency {
+/// The inner coordinator: answers at once (or after a fixed latency, on Tokio's
+/// timer) and counts the register calls made to it.
+pub struct Remote {
     answers: Answers,
+    latency: Option<Duration>,
     calls: AtomicU64,
 }
 
-impl ZeroLatency {
-    pub fn new(answers: Answers) -> Self {
-        ZeroLatency {
+impl Remote {
+    /// A remote that answers at once.
+    pub fn immediate(answers: Answers) -> Self {
+        Remote {
             answers,
+            latency: None,
             calls: AtomicU64::new(0),
         }
     }
 
+    /// A remote that answers `latency` after each call (needs a Tokio runtime).
+    pub fn delayed(answers: Answers, latency: Duration) -> Self {
+        Remote {
+            latency: Some(latency),
+            ..Remote::immediate(answers)
+        }
+    }
+
+    /// Register calls made so far (counted when the call starts).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)
     }
 }
 
-impl Coordinator for ZeroLatency {
+impl Coordinator for Remote {
     fn register_stream<'a>(
         &'a self,
         request: &'a RegisterRequest,
         _desc: &'a [u8],
     ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        CoordinatorFuture::ready(Ok(match &self.answers {
+        let state = match &self.answers {
             Answers::PerKey => Arc::new(state_for(request)),
-            Answers::Shared(state) => Arc::clone(state),
-        }))
+            Answers::Prebuilt(states) => match states.get(&request.path) {
+                Some(state) => Arc::clone(state),
+                None => Arc::new(state_for(request)),
+            },
+        };
+        match self.latency {
+            None => CoordinatorFuture::ready(Ok(state)),
+            Some(latency) => CoordinatorFuture::new(async move {
+                tokio::time::sleep(latency).await;
+                Ok(state)
+            }),
+        }
     }
 
     fn terminate_stream<'a>(
@@ -125,142 +187,136 @@ impl Coordinator for ZeroLatency {
 }
 
 /// A cache implementation under test.
-pub trait Candidate: Coordinator + 'static {
+pub trait Candidate: Coordinator + Sized + 'static {
     /// The name in benchmark IDs and reports.
     const NAME: &'static str;
-    /// A cache of `size` entries (expiry: the default, longer than any run) in
-    /// front of `inner`.
-    fn build(inner: Arc<ZeroLatency>, size: usize) -> Self;
+    /// A cache of at most `size` entries (`0`: the default, 1,048,576), each
+    /// living [`EXPIRATION`], in front of `inner`.
+    fn build(inner: Arc<Remote>, size: usize) -> Self;
+    /// The entries held now (after [`settle`](Self::settle)).
+    fn entries(&self) -> u64;
+    /// Finishes deferred bookkeeping (moka's pending maintenance), so that
+    /// memory and entry counts are final.
+    fn settle(&self) {}
 }
 
-impl Candidate for CachedCoordinator<Arc<ZeroLatency>> {
+impl Candidate for Ours {
     const NAME: &'static str = "coordinator-cache";
 
-    fn build(inner: Arc<ZeroLatency>, size: usize) -> Self {
-        CachedCoordinator::new(inner, size, Duration::ZERO)
+    fn build(inner: Arc<Remote>, size: usize) -> Self {
+        CachedCoordinator::new(inner, size, EXPIRATION)
+    }
+
+    fn entries(&self) -> u64 {
+        self.stats().entries
     }
 }
 
-/// Polls a future once: the answer if it is ready at once (every answer in these
-/// benchmarks is, as the inner coordinator never waits).
+/// The size every candidate uses for `0`.
+pub fn size_or_default(size: usize) -> usize {
+    if size == 0 {
+        coordinator_cache::DEFAULT_SIZE
+    } else {
+        size
+    }
+}
+
+/// Runs `$f::<C>($args)` for every candidate, ours first.
+#[macro_export]
+macro_rules! for_each_candidate {
+    ($f:ident ( $($arg:expr),* $(,)? )) => {{
+        $f::<$crate::workload::Ours>($($arg),*);
+        $f::<$crate::workload::MokaCoordinator>($($arg),*);
+        $f::<$crate::workload::QuickCacheCoordinator>($($arg),*);
+        $f::<$crate::workload::Floor>($($arg),*);
+    }};
+}
+
+/// Polls a future once: the answer if it is ready at once.
 #[inline]
 pub fn now_or_never<F: Future + Unpin>(mut f: F) -> Option<F::Output> {
-    match Pin::new(&mut f).poll(&mut Context::from_waker(Waker::noop())) {
+    match std::pin::Pin::new(&mut f).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(v) => Some(v),
         Poll::Pending => None,
     }
 }
 
-/// One register through `cache`, which must answer at once.
+/// Wakes a parked thread.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` to completion on this thread: one poll with a no-op waker (every
+/// answer in the synchronous benchmarks is ready at once, so that is all it
+/// costs), then, if it is pending (say, a library's internal async lock is held by
+/// the other thread), polls it with a waker that unparks this thread.
+#[inline]
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    if let Poll::Ready(v) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        return v;
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// One register through `cache`, which must succeed.
 #[inline]
 pub fn register<C: Coordinator>(cache: &C, request: &RegisterRequest) -> Arc<LogStreamState> {
-    now_or_never(cache.register_stream(request, DESC))
-        .expect("answers are immediate")
-        .expect("registration succeeds")
+    block_on(cache.register_stream(request, DESC)).expect("registration succeeds")
 }
 
-// ----- The floor -----
-
-const FLOOR_SHARDS: usize = 16;
-
-/// One shard of the floor: `(project, path, state)` rows.
-type FloorTable = hashbrown::HashTable<(ProjectName, StreamPath, Arc<LogStreamState>)>;
-
-/// The floor: 16 mutex-sharded hash tables (hashbrown, foldhash), keyed by
-/// `(project, path)` and looked up by borrowed text, holding `Arc` states. No
-/// expiry, no LRU order, no bound, no coalescing (a miss calls the inner
-/// coordinator from the caller, then inserts).
-pub struct Floor {
-    inner: Arc<ZeroLatency>,
-    hasher: foldhash::fast::RandomState,
-    shards: Vec<Padded<Mutex<FloorTable>>>,
-}
-
-#[repr(align(128))]
-struct Padded<T>(T);
-
-impl Floor {
-    #[inline]
-    fn hash(&self, project: &str, path: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(project.as_bytes());
-        h.write_u8(0xff);
-        h.write(path.as_bytes());
-        h.finish()
-    }
-
-    #[inline]
-    fn shard(&self, hash: u64) -> &Mutex<FloorTable> {
-        &self.shards[(hash >> 40) as usize % FLOOR_SHARDS].0
+/// Appends a figure criterion does not measure as a JSON line to the file named by
+/// `COORDINATOR_BENCH_RECORDS`, if set.
+pub fn record(workload: &str, candidate: &str, metric: &str, value: f64, unit: &str) {
+    let Some(path) = std::env::var_os("COORDINATOR_BENCH_RECORDS") else {
+        return;
+    };
+    let line = format!(
+        "{{\"workload\":{},\"candidate\":{},\"metric\":{},\"value\":{value},\"unit\":{}}}\n",
+        json_string(workload),
+        json_string(candidate),
+        json_string(metric),
+        json_string(unit),
+    );
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("cannot append to {}: {e}", path.display());
     }
 }
 
-impl Candidate for Floor {
-    const NAME: &'static str = "floor";
-
-    fn build(inner: Arc<ZeroLatency>, _size: usize) -> Self {
-        Floor {
-            inner,
-            hasher: foldhash::fast::RandomState::default(),
-            shards: (0..FLOOR_SHARDS)
-                .map(|_| Padded(Mutex::new(hashbrown::HashTable::new())))
-                .collect(),
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
     }
-}
-
-impl Coordinator for Floor {
-    fn register_stream<'a>(
-        &'a self,
-        request: &'a RegisterRequest,
-        desc: &'a [u8],
-    ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
-        let (project, path) = (request.project.as_str(), request.path.as_str());
-        let hash = self.hash(project, path);
-        let shard = self.shard(hash);
-        if let Some((_, _, state)) = shard.lock().find(hash, |(p, s, _)| {
-            s.as_str() == path && p.as_str() == project
-        }) {
-            return CoordinatorFuture::ready(Ok(Arc::clone(state)));
-        }
-        let Some(result) = now_or_never(self.inner.register_stream(request, desc)) else {
-            unreachable!("the floor's inner coordinator answers at once");
-        };
-        let state = match result {
-            Ok(state) => state,
-            Err(e) => return CoordinatorFuture::ready(Err(e)),
-        };
-        let mut table = shard.lock();
-        let hasher = &self.hasher;
-        match table.entry(
-            hash,
-            |(p, s, _)| s.as_str() == path && p.as_str() == project,
-            |(p, s, _)| {
-                let mut h = hasher.build_hasher();
-                h.write(p.as_str().as_bytes());
-                h.write_u8(0xff);
-                h.write(s.as_str().as_bytes());
-                h.finish()
-            },
-        ) {
-            hashbrown::hash_table::Entry::Occupied(o) => {
-                CoordinatorFuture::ready(Ok(Arc::clone(&o.get().2)))
-            }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert((
-                    request.project.clone(),
-                    request.path.clone(),
-                    Arc::clone(&state),
-                ));
-                CoordinatorFuture::ready(Ok(state))
-            }
-        }
-    }
-
-    fn terminate_stream<'a>(
-        &'a self,
-        request: &'a TerminateRequest,
-    ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        self.inner.terminate_stream(request)
-    }
+    out.push('"');
+    out
 }
