@@ -3,37 +3,15 @@
 
 use std::time::Duration;
 
-use coordinator_api::{Code as LocalCode, MessageIndex, PrefixSecret, ProjectName, StreamPath};
+use coordinator_api::{Code as LocalCode, MessageIndex};
 use coordinator_grpc::proto::logdog::RegisterStreamRequest;
 use coordinator_grpc::proto::logdog::services_client::ServicesClient;
-use coordinator_testkit::{
-    FakeServer, FakeServicesServer, RpcKind, register_request, terminate_request,
-};
+use coordinator_testkit::{RpcKind, register_request, terminate_request};
 use tonic::Code;
-use tonic::transport::Channel;
 
-fn path(s: &str) -> StreamPath {
-    s.parse().unwrap()
-}
+mod common;
 
-struct Fixture {
-    server: FakeServer,
-    client: ServicesClient<Channel>,
-    project: ProjectName,
-    secret: PrefixSecret,
-}
-
-async fn fixture() -> Fixture {
-    let server = FakeServicesServer::start().await;
-    let project: ProjectName = "proj".parse().unwrap();
-    let secret = server.new_prefix(&project, &"pre".parse().unwrap());
-    Fixture {
-        client: server.client(),
-        server,
-        project,
-        secret,
-    }
-}
+use common::{Fixture, fixture, path};
 
 impl Fixture {
     fn req(&self, p: &str) -> RegisterStreamRequest {
