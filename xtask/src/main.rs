@@ -3,8 +3,11 @@
 //! - `cargo xtask demo`: the main job, an end-to-end collector run.
 //! - `cargo xtask bench`: the criterion benches and a summary.
 //! - `cargo xtask ci`: exactly what `.ci/run` does.
+//! - `cargo xtask fuzz --seconds N [--target NAME]`: the cargo-fuzz targets.
 
+mod bench;
 mod demo;
+mod fuzz;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,19 +30,24 @@ enum Cmd {
     /// Run the end-to-end demo: a simulated collector through cache → gRPC
     /// (batched) → the embedded fake Coordinator, verified against its state.
     Demo(demo::DemoArgs),
-    /// Run the workspace's criterion benches.
-    Bench,
+    /// Run the workspace's criterion benches and print a summary; `--compare`
+    /// runs the cache against moka, quick_cache and a sharded-map floor.
+    Bench(bench::BenchArgs),
     /// Run the CI steps: fmt check, clippy -D warnings, tests, docs.
     Ci,
     /// Run the bounded-memory soak test (release build, ignored by default).
     Soak,
+    /// Run each cargo-fuzz target under `fuzz/` for `--seconds N` and report
+    /// executions and findings (installs cargo-fuzz if it is missing).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Demo(args) => demo::run(args),
-        Cmd::Bench => cargo(&["bench", "--workspace"]),
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Ci => ci(),
+        Cmd::Fuzz(args) => fuzz::run(args),
         Cmd::Soak => cargo(&[
             "test",
             "--release",

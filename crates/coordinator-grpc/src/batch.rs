@@ -372,9 +372,13 @@ impl Coordinator for BatchingClient {
     }
 }
 
+/// The kind of a request entry in a batch: what answer it expects.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
+    /// A RegisterStream entry: answered by a RegisterStream response or an error.
     Register,
+    /// A TerminateStream entry: answered by no value (success) or an error.
     Terminate,
 }
 
@@ -404,27 +408,87 @@ struct Pending {
 impl Pending {
     /// Answers the caller from the server's answer for this entry. A caller that
     /// has gone away is ignored.
-    fn answer(self, value: Option<AnswerValue>) {
-        let kind = self.kind;
-        let reply = match (kind, value) {
-            (_, Some(AnswerValue::Err(error))) => Err(error_from_wire(&error)),
-            (Kind::Register, Some(AnswerValue::RegisterStream(response))) => Ok(Some(response)),
-            (Kind::Terminate, None) => Ok(None),
-            (Kind::Register, None) => Err(bad_response(
-                "resp.value",
-                "no answer for a RegisterStream entry",
-            )),
-            (kind, Some(other)) => Err(bad_response(
-                "resp.value",
-                format_args!("{} answer for a {kind} entry", answer_name(&other)),
-            )),
-        };
+    fn answer(self, reply: Reply) {
         let _ = self.reply.send(reply);
     }
 
     fn fail(self, error: Error) {
         let _ = self.reply.send(Err(error));
     }
+}
+
+/// The reply for an entry of `kind` from the server's answer `value` for it.
+fn reply_for(kind: Kind, value: Option<AnswerValue>) -> Reply {
+    match (kind, value) {
+        (_, Some(AnswerValue::Err(error))) => Err(error_from_wire(&error)),
+        (Kind::Register, Some(AnswerValue::RegisterStream(response))) => Ok(Some(response)),
+        (Kind::Terminate, None) => Ok(None),
+        (Kind::Register, None) => Err(bad_response(
+            "resp.value",
+            "no answer for a RegisterStream entry",
+        )),
+        (kind, Some(other)) => Err(bad_response(
+            "resp.value",
+            format_args!("{} answer for a {kind} entry", answer_name(&other)),
+        )),
+    }
+}
+
+/// How a `Batch` response settles one entry of the request it answers.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum EntryOutcome {
+    /// The entry's answer: a RegisterStream entry's response, `None` for a
+    /// TerminateStream entry's success, or the entry's error.
+    Answered(Reply),
+    /// The server did not answer the entry: it is re-queued (or failed once
+    /// its re-queues are used up).
+    Unanswered,
+}
+
+/// Matches a `Batch` response to the entries of its request, where `kinds[i]`
+/// is the kind of the request's entry `i`; returns one outcome per entry, in
+/// request order. This is what the batching client does with every response.
+///
+/// An answer settles the entry at its index; answers whose index is out of
+/// range or already answered are ignored (and logged). A per-entry error is
+/// the entry's error (transient per its flag or code); an answer of the wrong
+/// kind, or a RegisterStream entry answered with no value, is a permanent
+/// `Internal` error. A response with no entries at all answers every entry
+/// with a transient `Internal` error. Never panics.
+#[doc(hidden)]
+pub fn match_response(kinds: &[Kind], response: proto::BatchResponse) -> Vec<EntryOutcome> {
+    let len = kinds.len();
+    if response.resp.is_empty() {
+        let error = Error::internal(format!(
+            "the Coordinator answered a batch of {len} entries with no entries"
+        ));
+        return kinds
+            .iter()
+            .map(|_| EntryOutcome::Answered(Err(error.clone())))
+            .collect();
+    }
+    let mut outcomes: Vec<EntryOutcome> = kinds.iter().map(|_| EntryOutcome::Unanswered).collect();
+    for answer in response.resp {
+        let index = answer.index;
+        let slot = usize::try_from(index)
+            .ok()
+            .and_then(|i| outcomes.get_mut(i).zip(kinds.get(i)));
+        match slot {
+            None => tracing::warn!(
+                index,
+                entries = len,
+                "ignoring a batch answer with an out-of-range index"
+            ),
+            Some((slot @ EntryOutcome::Unanswered, &kind)) => {
+                *slot = EntryOutcome::Answered(reply_for(kind, answer.value));
+            }
+            Some((EntryOutcome::Answered(_), _)) => {
+                tracing::warn!(index, "ignoring a repeated batch answer");
+            }
+        }
+    }
+    outcomes
 }
 
 fn answer_name(value: &AnswerValue) -> &'static str {
@@ -622,34 +686,15 @@ async fn send_batch(
             entries = len,
             "the Coordinator answered a batch with no entries"
         );
-        let error = Error::internal(format!(
-            "the Coordinator answered a batch of {len} entries with no entries"
-        ));
-        for pending in batch {
-            pending.fail(error.clone());
-        }
-        return Vec::new();
     }
 
-    let mut slots: Vec<Option<Pending>> = batch.into_iter().map(Some).collect();
-    for answer in response.resp {
-        let index = answer.index;
-        match usize::try_from(index).ok().and_then(|i| slots.get_mut(i)) {
-            None => tracing::warn!(
-                index,
-                entries = len,
-                "ignoring a batch answer with an out-of-range index"
-            ),
-            Some(slot) => match slot.take() {
-                Some(pending) => pending.answer(answer.value),
-                None => tracing::warn!(index, "ignoring a repeated batch answer"),
-            },
-        }
-    }
-
+    let kinds: Vec<Kind> = batch.iter().map(|p| p.kind).collect();
+    let outcomes = match_response(&kinds, response);
     let mut requeue = Vec::new();
-    for mut pending in slots.into_iter().flatten() {
-        if pending.reply.is_closed() {
+    for (mut pending, outcome) in batch.into_iter().zip(outcomes) {
+        if let EntryOutcome::Answered(reply) = outcome {
+            pending.answer(reply);
+        } else if pending.reply.is_closed() {
             Counters::add(&counters.abandoned_entries, 1);
         } else if pending.requeues >= max_requeues {
             let error = Error::unavailable(format!(

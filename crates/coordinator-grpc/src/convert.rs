@@ -24,9 +24,10 @@ use crate::proto::logdog as proto;
 /// The local error for a `tonic::Status` (received from the server, or made by
 /// tonic for a local failure).
 ///
-/// Keeps the code and message; transient iff the code is. An expired
-/// `grpc-timeout` (tonic reports it as `Cancelled`, "Timeout expired", on
-/// either side) is `DeadlineExceeded`, transient. A status that tonic
+/// Keeps the code and message; transient iff the code is. A status whose code
+/// is `OK` is not an error: it becomes `Unknown` (see [`error_from_wire`]).
+/// An expired `grpc-timeout` (tonic reports it as `Cancelled`, "Timeout
+/// expired", on either side) is `DeadlineExceeded`, transient. A status that tonic
 /// made for a failure of the connection (it has a source error: an I/O error,
 /// a refused or reset connection, a cancelled HTTP/2 stream, a dead channel) is
 /// `Unavailable` and transient, since the request may well succeed on a new
@@ -48,10 +49,12 @@ pub fn error_from_status(status: &tonic::Status) -> Error {
 }
 
 /// The local error for a batch entry's (or a response's) [`proto::Error`]:
-/// transient iff its `transient` flag is set or its code is transient. Codes
-/// outside the 17 canonical ones are `Unknown`.
+/// transient iff its `transient` flag is set or its code is transient. A code
+/// that is not an error code, `OK` (0) or one outside the 17 canonical codes,
+/// is `Unknown` (so transient): an [`Error`] never has code `OK`, which would
+/// tell its caller that a failed call succeeded.
 pub fn error_from_wire(error: &proto::Error) -> Error {
-    let code = Code::from_i32(error.grpc_code);
+    let code = error_code(error.grpc_code);
     let message = if error.msg.is_empty() {
         code.as_str()
     } else {
@@ -85,7 +88,16 @@ pub fn error_to_status(error: &Error) -> tonic::Status {
 }
 
 fn code_from_tonic(code: tonic::Code) -> Code {
-    Code::from_i32(code as i32)
+    error_code(code as i32)
+}
+
+/// The code of an error from its numeric value: `Unknown` for anything that is
+/// not one of the 16 error codes (1..=16), `OK` included.
+fn error_code(value: i32) -> Code {
+    match Code::from_i32(value) {
+        Code::Ok => Code::Unknown,
+        code => code,
+    }
 }
 
 /// True if `status` reports an expired `grpc-timeout`: tonic's channel and
@@ -204,8 +216,10 @@ pub(crate) fn terminate_to_wire(request: &TerminateRequest) -> proto::TerminateS
 ///
 /// Errors: the response's own `error` field (as [`error_from_wire`]); a missing
 /// state, an invalid ID or a secret of the wrong length are permanent
-/// `Internal` errors naming the field.
-pub(crate) fn state_from_wire(
+/// `Internal` errors naming the field. Never panics, whatever the response
+/// holds. [`GrpcCoordinator`](crate::GrpcCoordinator) and
+/// [`BatchingClient`](crate::BatchingClient) map every response with it.
+pub fn state_from_wire(
     request: &RegisterRequest,
     response: proto::RegisterStreamResponse,
 ) -> Result<LogStreamState, Error> {

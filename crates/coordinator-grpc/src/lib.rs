@@ -41,3 +41,10 @@ pub use batch::{BatchOptions, BatchStats, BatchTransport, BatchingClient};
 pub use client::{GrpcCoordinator, GrpcCoordinatorBuilder};
 pub use error::BuildError;
 pub use retry::RetryPolicy;
+
+/// The batching client's pure response matching, exposed for the fuzz targets
+/// under `fuzz/` and their regression tests. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::batch::{EntryOutcome, Kind as EntryKind, match_response};
+}
