@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use coordinator::cache::{CacheStats, CachedCoordinator};
+use coordinator::grpc::proto::logdog::LoadStreamRequest;
+use coordinator::grpc::proto::logdog::services_client::ServicesClient;
 use coordinator::grpc::{BatchOptions, GrpcCoordinator, RetryPolicy};
 use coordinator::testkit::{FakeServer, FakeServicesServer};
 use coordinator::{
-    Code, Coordinator, MessageIndex, PrefixSecret, ProjectName, RegisterRequest, StreamName,
-    StreamPath, TerminateRequest,
+    Code, Coordinator, MessageIndex, PrefixSecret, ProjectName, RegisterRequest, StreamId,
+    StreamName, StreamPath, TerminateRequest,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
@@ -272,13 +274,7 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
     let elapsed = started.elapsed();
     progress.finish_and_clear();
 
-    let verified = verify(
-        &shared.plans,
-        &target,
-        coordinator.as_ref(),
-        cache && args.chaos.is_none(),
-    )
-    .await?;
+    let verified = verify(&shared.plans, &target, cache && args.chaos.is_none()).await?;
     latencies.sort_unstable();
     let delivered = shared.delivered.load(Ordering::SeqCst);
     let report = RunReport {
@@ -503,34 +499,60 @@ fn descriptor(plan: &StreamPlan) -> Vec<u8> {
 }
 
 /// Checks every stream against the server: registered, terminated at exactly its
-/// index, and (with the cache, no faults) registered by exactly one RPC.
+/// index, and (embedded server, with the cache, no faults) registered by exactly one
+/// RPC. An external server is asked through `LoadStream`.
 async fn verify(
     plans: &[StreamPlan],
     target: &Target,
-    _coordinator: &dyn Coordinator,
     expect_single_registration: bool,
 ) -> Result<usize> {
-    let Target::Embedded(server) = target else {
-        return Ok(0);
+    let mut client = match target {
+        Target::Embedded(_) => None,
+        Target::External(url) => Some(ServicesClient::new(
+            tonic::transport::Endpoint::from_shared(url.clone())
+                .context("parsing --endpoint")?
+                .connect_lazy(),
+        )),
     };
     let mut problems = Vec::new();
     for plan in plans {
-        match server.stream(&plan.project, &plan.path) {
+        // (terminal index, registration RPCs if known), or None if unknown.
+        let found = match (target, client.as_mut()) {
+            (Target::Embedded(server), _) => server
+                .stream(&plan.project, &plan.path)
+                .map(|s| (s.terminal_index, Some(s.registrations))),
+            (Target::External(_), Some(client)) => {
+                let request = LoadStreamRequest {
+                    project: plan.project.to_string(),
+                    id: StreamId::for_path(&plan.path).to_string(),
+                    desc: false,
+                };
+                match client.load_stream(request).await {
+                    Ok(response) => response.into_inner().state.map(|state| {
+                        (MessageIndex::optional_from_wire(state.terminal_index), None)
+                    }),
+                    Err(status) if status.code() == tonic::Code::NotFound => None,
+                    Err(status) => bail!("LoadStream for {}: {status}", plan.path),
+                }
+            }
+            (Target::External(_), None) => None,
+        };
+        match found {
             None => problems.push(format!("{}: never registered", plan.path)),
-            Some(stored) => {
-                if stored.terminal_index != Some(plan.terminal_index()) {
+            Some((terminal_index, registrations)) => {
+                if terminal_index != Some(plan.terminal_index()) {
                     problems.push(format!(
                         "{}: terminal index {:?}, expected {}",
                         plan.path,
-                        stored.terminal_index,
+                        terminal_index,
                         plan.terminal_index()
                     ));
                 }
-                if expect_single_registration && stored.registrations != 1 {
-                    problems.push(format!(
-                        "{}: registered by {} RPCs, expected 1",
-                        plan.path, stored.registrations
-                    ));
+                if let Some(n) = registrations
+                    && expect_single_registration
+                    && n != 1
+                {
+                    problems.push(format!("{}: registered by {n} RPCs, expected 1", plan.path));
                 }
             }
         }
