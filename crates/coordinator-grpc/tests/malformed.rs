@@ -5,68 +5,11 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use coordinator_api::{Code, Coordinator, PROTOCOL_VERSION, RegisterRequest};
-use coordinator_grpc::proto::logdog::services_server::{Services, ServicesServer};
 use coordinator_grpc::proto::logdog::{
-    ArchiveStreamRequest, BatchRequest, BatchResponse, DeleteRequest, InternalLogStreamState,
-    LeaseRequest, LeaseResponse, LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest,
-    RegisterStreamResponse, TerminateStreamRequest, batch_response,
+    BatchRequest, BatchResponse, InternalLogStreamState, RegisterStreamResponse, batch_response,
 };
 use coordinator_grpc::{BatchOptions, GrpcCoordinator, RetryPolicy};
-use tonic::{Request, Response, Status};
-
-/// Answers every RegisterStream with `register`, and every Batch with
-/// `batch(request)`.
-#[derive(Clone)]
-struct ScriptedServer {
-    register: Arc<Mutex<RegisterStreamResponse>>,
-    batch: Arc<dyn Fn(&BatchRequest) -> BatchResponse + Send + Sync>,
-}
-
-#[tonic::async_trait]
-impl Services for ScriptedServer {
-    async fn register_stream(
-        &self,
-        _: Request<RegisterStreamRequest>,
-    ) -> Result<Response<RegisterStreamResponse>, Status> {
-        Ok(Response::new(self.register.lock().unwrap().clone()))
-    }
-    async fn load_stream(
-        &self,
-        _: Request<LoadStreamRequest>,
-    ) -> Result<Response<LoadStreamResponse>, Status> {
-        Err(Status::unimplemented("load"))
-    }
-    async fn terminate_stream(
-        &self,
-        _: Request<TerminateStreamRequest>,
-    ) -> Result<Response<()>, Status> {
-        Ok(Response::new(()))
-    }
-    async fn archive_stream(
-        &self,
-        _: Request<ArchiveStreamRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("archive"))
-    }
-    async fn batch(
-        &self,
-        request: Request<BatchRequest>,
-    ) -> Result<Response<BatchResponse>, Status> {
-        Ok(Response::new((self.batch)(request.get_ref())))
-    }
-    async fn lease_archive_tasks(
-        &self,
-        _: Request<LeaseRequest>,
-    ) -> Result<Response<LeaseResponse>, Status> {
-        Err(Status::unimplemented("lease"))
-    }
-    async fn delete_archive_tasks(
-        &self,
-        _: Request<DeleteRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("delete"))
-    }
-}
+use coordinator_testkit::ScriptedServices;
 
 fn good_response() -> RegisterStreamResponse {
     RegisterStreamResponse {
@@ -82,15 +25,16 @@ fn good_response() -> RegisterStreamResponse {
     }
 }
 
-async fn serve(server: ScriptedServer) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ServicesServer::new(server))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    format!("http://{addr}")
+/// Serves a scripted server: RegisterStream answers the current `register`
+/// response, Batch answers `batch(request)`.
+async fn serve(
+    register: Arc<Mutex<RegisterStreamResponse>>,
+    batch: impl Fn(&BatchRequest) -> BatchResponse + Send + Sync + 'static,
+) -> String {
+    ScriptedServices::new(move |_| register.lock().unwrap().clone(), batch)
+        .serve()
+        .await
+        .unwrap()
 }
 
 fn request() -> RegisterRequest {
@@ -100,11 +44,7 @@ fn request() -> RegisterRequest {
 #[tokio::test]
 async fn malformed_register_responses_are_permanent_errors() {
     let register = Arc::new(Mutex::new(good_response()));
-    let url = serve(ScriptedServer {
-        register: register.clone(),
-        batch: Arc::new(|_| BatchResponse::default()),
-    })
-    .await;
+    let url = serve(register.clone(), |_| BatchResponse::default()).await;
     let c = GrpcCoordinator::builder()
         .retry(RetryPolicy::none())
         .connect(url)
@@ -190,11 +130,7 @@ async fn junk_batch_indexes_are_ignored() {
             resp: vec![answer(n), answer(-1), answer(i32::MAX), answer(0), error],
         }
     };
-    let url = serve(ScriptedServer {
-        register: Arc::new(Mutex::new(good_response())),
-        batch: Arc::new(batch),
-    })
-    .await;
+    let url = serve(Arc::new(Mutex::new(good_response())), batch).await;
     let c = GrpcCoordinator::builder()
         .retry(RetryPolicy::none())
         .batching(BatchOptions::default().with_max_entries(1))

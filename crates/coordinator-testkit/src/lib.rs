@@ -20,5 +20,5 @@ pub use mock::MockCoordinator;
 // Re-exports: the in-process server.
 pub use server::{
     BatchOrder, CallCounts, FakeServer, FakeServicesServer, FakeServicesServerBuilder, Faults,
-    RpcKind, StoredStream, descriptor, register_request, terminate_request,
+    RpcKind, ScriptedServices, StoredStream, descriptor, register_request, terminate_request,
 };

@@ -26,23 +26,19 @@ use coordinator::{
     Code, Coordinator, Error, LogStreamState, MessageIndex, PrefixSecret, ProjectName,
     RegisterRequest, StreamId, StreamName, StreamPath, TerminateRequest,
 };
-use coordinator_grpc::proto::logdog::services_server::{Services, ServicesServer};
 use coordinator_grpc::proto::logdog::{
-    self as proto, ArchiveStreamRequest, BatchRequest, BatchResponse, DeleteRequest,
-    InternalLogStreamState, LeaseRequest, LeaseResponse, LoadStreamRequest, LoadStreamResponse,
-    RegisterStreamRequest, RegisterStreamResponse, TerminateStreamRequest, batch_request,
-    batch_response,
+    self as proto, BatchRequest, BatchResponse, InternalLogStreamState, RegisterStreamRequest,
+    RegisterStreamResponse, batch_request, batch_response,
 };
 use coordinator_grpc::proto::logpb::LogStreamDescriptor;
 use coordinator_grpc::{BatchOptions, GrpcCoordinator, RetryPolicy};
-use coordinator_testkit::{CallCounts, FakeServicesServer, descriptor};
+use coordinator_testkit::{CallCounts, FakeServicesServer, ScriptedServices, descriptor};
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tonic::codegen::http;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
 
 const SECRET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 const ID: &str = "f53fe51cc97b9fbf00e69a388bfd079168d1e15c3fe708e44f049dc9688f52ad";
@@ -708,10 +704,10 @@ enum Answer {
     Empty,
 }
 
+/// What the scripted server's Batch answers are currently made of.
 #[derive(Clone)]
-struct ScriptedServer {
+struct Script {
     answer: Arc<Mutex<Answer>>,
-    batches: Arc<AtomicU64>,
 }
 
 fn good_register(request: &RegisterStreamRequest) -> RegisterStreamResponse {
@@ -728,7 +724,7 @@ fn good_register(request: &RegisterStreamRequest) -> RegisterStreamResponse {
     }
 }
 
-impl ScriptedServer {
+impl Script {
     fn answer(&self, request: &BatchRequest) -> BatchResponse {
         use batch_request::entry::Value as Req;
         use batch_response::entry::Value as Resp;
@@ -794,53 +790,6 @@ impl ScriptedServer {
     }
 }
 
-#[tonic::async_trait]
-impl Services for ScriptedServer {
-    async fn register_stream(
-        &self,
-        request: Request<RegisterStreamRequest>,
-    ) -> Result<Response<RegisterStreamResponse>, Status> {
-        Ok(Response::new(good_register(request.get_ref())))
-    }
-    async fn load_stream(
-        &self,
-        _: Request<LoadStreamRequest>,
-    ) -> Result<Response<LoadStreamResponse>, Status> {
-        Err(Status::unimplemented("load"))
-    }
-    async fn terminate_stream(
-        &self,
-        _: Request<TerminateStreamRequest>,
-    ) -> Result<Response<()>, Status> {
-        Ok(Response::new(()))
-    }
-    async fn archive_stream(
-        &self,
-        _: Request<ArchiveStreamRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("archive"))
-    }
-    async fn batch(
-        &self,
-        request: Request<BatchRequest>,
-    ) -> Result<Response<BatchResponse>, Status> {
-        self.batches.fetch_add(1, Ordering::SeqCst);
-        Ok(Response::new(self.answer(request.get_ref())))
-    }
-    async fn lease_archive_tasks(
-        &self,
-        _: Request<LeaseRequest>,
-    ) -> Result<Response<LeaseResponse>, Status> {
-        Err(Status::unimplemented("lease"))
-    }
-    async fn delete_archive_tasks(
-        &self,
-        _: Request<DeleteRequest>,
-    ) -> Result<Response<()>, Status> {
-        Err(Status::unimplemented("delete"))
-    }
-}
-
 /// Serves `router` on a free loopback port; returns a lazy channel to it.
 async fn serve(router: tonic::transport::server::Router) -> Channel {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -876,13 +825,16 @@ struct Expect {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_batch_answers_through_the_cache_are_typed_errors() {
-    let server = ScriptedServer {
+    let script = Script {
         answer: Arc::new(Mutex::new(Answer::Good)),
-        batches: Arc::new(AtomicU64::new(0)),
     };
-    let channel =
-        serve(tonic::transport::Server::builder().add_service(ServicesServer::new(server.clone())))
-            .await;
+    let server = {
+        let script = script.clone();
+        ScriptedServices::new(good_register, move |request| script.answer(request))
+    };
+    let channel = Endpoint::from_shared(server.clone().serve().await.unwrap())
+        .unwrap()
+        .connect_lazy();
     let options = quick_options();
     let (retries, requeues) = (
         u64::from(options.retry.max_retries),
@@ -980,35 +932,27 @@ async fn malformed_batch_answers_through_the_cache_are_typed_errors() {
         let what = format!("{answer:?}");
         // A fresh cache and batching client per case.
         let stack = Stack::build(channel.clone(), options);
-        *server.answer.lock().unwrap() = answer;
+        *script.answer.lock().unwrap() = answer;
         let call = || async {
             match op {
                 Op::Register => stack.cache.register_stream(&request, &desc).await.map(drop),
                 Op::Terminate => stack.cache.terminate_stream(&termination).await,
             }
         };
-        let before = server.batches.load(Ordering::SeqCst);
+        let before = server.batches();
         let e = call().await.unwrap_err();
         assert_eq!(e.code(), expect.code, "{what}: {e}");
         assert_eq!(e.is_transient(), expect.transient, "{what}: {e}");
         assert!(e.message().contains(expect.message), "{what}: {e}");
-        assert_eq!(
-            server.batches.load(Ordering::SeqCst) - before,
-            batches,
-            "{what}"
-        );
+        assert_eq!(server.batches() - before, batches, "{what}");
 
         let again = call().await;
         if expect.transient {
             // Forgotten: the next call tries again (and the same again)...
             assert_eq!(again.unwrap_err(), e, "{what}");
-            assert_eq!(
-                server.batches.load(Ordering::SeqCst) - before,
-                2 * batches,
-                "{what}"
-            );
+            assert_eq!(server.batches() - before, 2 * batches, "{what}");
             // ... and succeeds once the server answers properly.
-            *server.answer.lock().unwrap() = Answer::Good;
+            *script.answer.lock().unwrap() = Answer::Good;
             call()
                 .await
                 .unwrap_or_else(|e| panic!("{what}: no recovery: {e}"));
@@ -1016,11 +960,7 @@ async fn malformed_batch_answers_through_the_cache_are_typed_errors() {
         } else {
             // Kept: the same error, no new RPC.
             assert_eq!(again.unwrap_err(), e, "{what}");
-            assert_eq!(
-                server.batches.load(Ordering::SeqCst) - before,
-                batches,
-                "{what}"
-            );
+            assert_eq!(server.batches() - before, batches, "{what}");
             assert_eq!(stack.cache.stats().permanent_failures, 1, "{what}");
         }
     }

@@ -55,6 +55,7 @@
 //! ```
 
 mod faults;
+mod scripted;
 mod state;
 
 use std::io;
@@ -85,6 +86,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 pub use faults::{BatchOrder, CallCounts, Faults, RpcKind};
+pub use scripted::ScriptedServices;
 pub use state::StoredStream;
 
 use faults::{Counters, EntryKind, EntryPlan, INJECTED, Stopped};
