@@ -4,6 +4,8 @@
 //! - `cargo xtask bench`: the criterion benches and a summary.
 //! - `cargo xtask ci`: exactly what `.ci/run` does.
 //! - `cargo xtask fuzz --seconds N [--target NAME]`: the cargo-fuzz targets.
+//! - `cargo xtask codegen [--check]`: regenerate (or check) the protobuf code
+//!   checked in under `coordinator-services` and `coordinator-grpc`.
 
 mod bench;
 mod demo;
@@ -40,6 +42,13 @@ enum Cmd {
     /// Run each cargo-fuzz target under `fuzz/` for `--seconds N` and report
     /// executions and findings (installs cargo-fuzz if it is missing).
     Fuzz(fuzz::FuzzArgs),
+    /// Regenerate the protobuf code checked in under `crates/` from `proto/`
+    /// (protox, prost, tonic); `--check` fails if it is stale instead.
+    Codegen {
+        /// Write nothing; fail if a checked-in file differs.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -48,6 +57,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Ci => ci(),
         Cmd::Fuzz(args) => fuzz::run(args),
+        Cmd::Codegen { check } => codegen(check),
         Cmd::Soak => cargo(&[
             "test",
             "--release",
@@ -63,9 +73,23 @@ fn main() -> Result<()> {
     }
 }
 
+/// Runs the code generator (its own package, so that protox is built only
+/// when generating, never for the libraries or the other commands).
+fn codegen(check: bool) -> Result<()> {
+    let root = root();
+    let root = root.to_str().context("the workspace path is not UTF-8")?;
+    let mut args = vec!["run", "--quiet", "--package", "coordinator-codegen", "--"];
+    if check {
+        args.push("--check");
+    }
+    args.push(root);
+    cargo(&args)
+}
+
 /// The CI steps, in order. `.ci/run` runs exactly this.
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
+    codegen(true)?;
     cargo(&[
         "clippy",
         "--workspace",

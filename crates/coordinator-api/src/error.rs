@@ -128,6 +128,9 @@ pub struct Error(Arc<ErrorInner>);
 struct ErrorInner {
     code: Code,
     transient: bool,
+    /// Transient, but the retry layers must not retry it (see
+    /// [`Error::with_retry`]).
+    no_retry: bool,
     field: Option<&'static str>,
     message: Box<str>,
 }
@@ -143,6 +146,7 @@ impl Error {
         Error(Arc::new(ErrorInner {
             code,
             transient,
+            no_retry: false,
             field,
             message: message.into_boxed_str(),
         }))
@@ -154,12 +158,38 @@ impl Error {
         if self.0.transient == transient {
             return self;
         }
-        Self::build(
-            self.0.code,
+        Error(Arc::new(ErrorInner {
+            code: self.0.code,
             transient,
-            self.0.field,
-            self.0.message.to_string(),
-        )
+            no_retry: self.0.no_retry,
+            field: self.0.field,
+            message: self.0.message.clone(),
+        }))
+    }
+
+    /// The same error, with retries allowed or not.
+    ///
+    /// An error made with `with_retry(false)` keeps its transience (a cache
+    /// still does not keep a transient error as a stream's answer) but retry
+    /// layers return it at once: for a failure that asking again the same way
+    /// cannot fix, such as a response over the client's size limit.
+    pub fn with_retry(self, retry: bool) -> Self {
+        if self.0.no_retry != retry {
+            return self;
+        }
+        Error(Arc::new(ErrorInner {
+            code: self.0.code,
+            transient: self.0.transient,
+            no_retry: !retry,
+            field: self.0.field,
+            message: self.0.message.clone(),
+        }))
+    }
+
+    /// True if a retry layer may retry the call: the error is transient and was
+    /// not marked [`with_retry(false)`](Self::with_retry).
+    pub fn is_retryable(&self) -> bool {
+        self.0.transient && !self.0.no_retry
     }
 
     /// A permanent `InvalidArgument` error about `field`: the message is
@@ -230,6 +260,7 @@ impl PartialEq for Error {
         Arc::ptr_eq(&self.0, &other.0)
             || (self.0.code == other.0.code
                 && self.0.transient == other.0.transient
+                && self.0.no_retry == other.0.no_retry
                 && self.0.field == other.0.field
                 && self.0.message == other.0.message)
     }
@@ -290,6 +321,19 @@ mod tests {
         }
         assert_eq!(Code::from_i32(17), Code::Unknown);
         assert_eq!(Code::from_i32(-1), Code::Unknown);
+    }
+
+    #[test]
+    fn no_retry_keeps_transience_but_is_not_retryable() {
+        let e = Error::unavailable("too big");
+        assert!(e.is_retryable());
+        let once = e.clone().with_retry(false);
+        assert!(once.is_transient() && !once.is_retryable());
+        assert_ne!(once, e);
+        assert_eq!(once.clone().with_retry(true), e);
+        assert!(!Error::not_found("x").is_retryable());
+        // Changing the transient flag keeps the no-retry mark.
+        assert!(!once.with_transient(true).is_retryable());
     }
 
     #[test]

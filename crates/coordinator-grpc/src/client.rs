@@ -1,15 +1,17 @@
-//! [`GrpcCoordinator`]: the [`Coordinator`] over `logdog.Services`.
+//! [`GrpcServices`], the tonic transport, and [`GrpcCoordinator`], the usual
+//! stack over it.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use coordinator_api::{
-    Coordinator, CoordinatorFuture, Error, LogStreamState, ProjectName, RegisterRequest,
-    StreamPath, TerminateRequest,
+    Coordinator, CoordinatorFuture, Error, LogStreamState, RegisterRequest, TerminateRequest,
 };
-use tokio::sync::Semaphore;
+use coordinator_services::{
+    BatchOptions, BatchingClient, CallOptions, RetryPolicy, ServicesClient, ServicesCoordinator,
+    ServicesFuture, ServicesStack,
+};
 use tonic::codegen::{Body, Bytes, StdError, http};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -17,15 +19,12 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 use crate::BuildError;
-use crate::batch::{BatchOptions, BatchTransport, BatchingClient};
-use crate::convert::{
-    ServiceError, error_from_status, register_to_wire, state_from_wire, terminate_to_wire,
-};
+use crate::convert::{ServiceError, error_from_status};
 use crate::proto::logdog as proto;
-use crate::proto::logdog::services_client::ServicesClient;
-use crate::retry::{RetryPolicy, with_retries};
+use crate::proto::logdog::services_client::ServicesClient as TonicClient;
+use crate::sanitize::{SanitizedBody, strip_malformed_details};
 
-/// The type-erased HTTP/2 service every [`GrpcCoordinator`] sends through.
+/// The type-erased HTTP/2 service every [`GrpcServices`] sends through.
 type BoxedService = BoxCloneSyncService<
     http::Request<tonic::body::Body>,
     http::Response<tonic::body::Body>,
@@ -40,15 +39,164 @@ type Interceptor =
 /// The default user agent prefix (tonic appends its own).
 const USER_AGENT: &str = concat!("coordinator-grpc/", env!("CARGO_PKG_VERSION"));
 
-/// The default per-attempt timeout.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The largest response accepted, and the largest request sent (32 MiB, the
 /// Coordinator's request size limit).
 const MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
 
-/// A [`Coordinator`] that speaks LogDog's `logdog.Services` API over gRPC
-/// (`semantics.md` §4).
+/// The tonic transport: one attempt of each `logdog.Services` RPC over gRPC, as
+/// a [`ServicesClient`].
+///
+/// - Each call sends the time left of its [`CallOptions`] deadline as
+///   `grpc-timeout`, the bearer token and the interceptor's metadata, and
+///   refuses a response over the smaller of the call's `max_response_size` and
+///   the client's limit (a transient `Unavailable` error that is not retried).
+/// - Errors per [`error_from_status`]: the server's status keeps its code and
+///   message; connection failures are transient `Unavailable`.
+/// - A malformed `grpc-status-details-bin` is dropped before tonic reads it
+///   (tonic would panic on it).
+/// - No retries, timeouts or batching of its own: those are the layers of
+///   `coordinator-services`, which [`GrpcCoordinator`] puts on top.
+///
+/// Cheap to clone (clones share the channel).
+#[derive(Clone)]
+pub struct GrpcServices {
+    client: TonicClient<BoxedService>,
+    config: Arc<CallConfig>,
+}
+
+struct CallConfig {
+    authorization: Option<AsciiMetadataValue>,
+    interceptor: Option<Interceptor>,
+    max_message_size: usize,
+}
+
+impl fmt::Debug for GrpcServices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("GrpcServices")
+            .field(
+                "bearer_token",
+                &c.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("interceptor", &c.interceptor.is_some())
+            .field("max_message_size", &c.max_message_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcServices {
+    /// The transport over `channel`, with no token or interceptor and a 32 MiB
+    /// message limit. Use [`GrpcCoordinatorBuilder::build_transport`] for
+    /// other options.
+    pub fn new(channel: Channel) -> GrpcServices {
+        GrpcServices::with_config(boxed(channel), None, None, MAX_MESSAGE_SIZE)
+    }
+
+    fn with_config(
+        service: BoxedService,
+        authorization: Option<AsciiMetadataValue>,
+        interceptor: Option<Interceptor>,
+        max_message_size: usize,
+    ) -> GrpcServices {
+        let client = TonicClient::new(service).max_encoding_message_size(max_message_size);
+        GrpcServices {
+            client,
+            config: Arc::new(CallConfig {
+                authorization,
+                interceptor,
+                max_message_size,
+            }),
+        }
+    }
+
+    /// A client for one call: the response limit is the smaller of the call's
+    /// and this transport's.
+    fn client(&self, options: &CallOptions) -> TonicClient<BoxedService> {
+        let limit = options
+            .max_response_size
+            .map_or(self.config.max_message_size, |bytes| {
+                bytes.min(self.config.max_message_size)
+            });
+        self.client.clone().max_decoding_message_size(limit)
+    }
+
+    fn prepare<M>(&self, options: &CallOptions, message: M) -> Result<tonic::Request<M>, Error> {
+        let mut request = tonic::Request::new(message);
+        if let Some(remaining) = options.remaining() {
+            request.set_timeout(remaining);
+        }
+        if let Some(token) = &self.config.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        if let Some(interceptor) = &self.config.interceptor {
+            let (metadata, extensions, message) = request.into_parts();
+            let intercepted = interceptor(tonic::Request::from_parts(metadata, extensions, ()))
+                .map_err(|status| error_from_status(&status))?;
+            let (metadata, extensions, ()) = intercepted.into_parts();
+            request = tonic::Request::from_parts(metadata, extensions, message);
+        }
+        Ok(request)
+    }
+}
+
+/// The answer of one tonic call.
+fn answer<R>(result: Result<tonic::Response<R>, tonic::Status>) -> Result<R, Error> {
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(|status| error_from_status(&status))
+}
+
+impl ServicesClient for GrpcServices {
+    fn register_stream(
+        &self,
+        options: CallOptions,
+        request: proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        CoordinatorFuture::new(async move {
+            let request = self.prepare(&options, request)?;
+            answer(self.client(&options).register_stream(request).await)
+        })
+    }
+
+    fn terminate_stream(
+        &self,
+        options: CallOptions,
+        request: proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'_, ()> {
+        CoordinatorFuture::new(async move {
+            let request = self.prepare(&options, request)?;
+            answer(self.client(&options).terminate_stream(request).await)
+        })
+    }
+
+    fn batch(
+        &self,
+        options: CallOptions,
+        request: proto::BatchRequest,
+    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        CoordinatorFuture::new(async move {
+            let request = self.prepare(&options, request)?;
+            answer(self.client(&options).batch(request).await)
+        })
+    }
+
+    fn load_stream(
+        &self,
+        options: CallOptions,
+        request: proto::LoadStreamRequest,
+    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        CoordinatorFuture::new(async move {
+            let request = self.prepare(&options, request)?;
+            answer(self.client(&options).load_stream(request).await)
+        })
+    }
+}
+
+/// A [`Coordinator`] that speaks LogDog's `logdog.Services` API over gRPC: the
+/// [`GrpcServices`] transport under the usual layers of `coordinator-services`
+/// ([`ServicesStack`]), adapted by a [`ServicesCoordinator`].
 ///
 /// - Requests are sent as single RPCs (the default) or queued through a
 ///   [`BatchingClient`] and sent as `Batch` RPCs
@@ -59,7 +207,7 @@ const MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
 ///   deadline.
 /// - Errors: a server's status keeps its code and message and is transient iff
 ///   the code is; transport failures are transient `Unavailable`; timeouts are
-///   transient `DeadlineExceeded`; a malformed response is a permanent
+///   transient `DeadlineExceeded`; a malformed response is a transient
 ///   `Internal` error naming the field. Nothing the server sends causes a panic.
 /// - The returned state carries the request's project and path.
 /// - Cheap to clone (clones share the channel, options and batching queue).
@@ -84,42 +232,17 @@ const MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct GrpcCoordinator {
-    rpc: Rpc,
-    batcher: Option<BatchingClient>,
-}
-
-/// One RPC attempt's machinery: the client, per-request metadata, the attempt
-/// timeout and the concurrency limit. Shared by clones.
-#[derive(Clone)]
-struct Rpc {
-    client: ServicesClient<BoxedService>,
-    config: Arc<CallConfig>,
-}
-
-struct CallConfig {
+    coordinator: ServicesCoordinator,
+    transport: GrpcServices,
     retry: RetryPolicy,
-    attempt_timeout: Option<Duration>,
-    deadline: Option<Duration>,
-    authorization: Option<AsciiMetadataValue>,
-    interceptor: Option<Interceptor>,
-    limit: Option<(usize, Arc<Semaphore>)>,
 }
 
 impl fmt::Debug for GrpcCoordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.rpc.config;
         f.debug_struct("GrpcCoordinator")
-            .field("retry", &c.retry)
-            .field("attempt_timeout", &c.attempt_timeout)
-            .field("deadline", &c.deadline)
-            .field(
-                "bearer_token",
-                &c.authorization.as_ref().map(|_| "<redacted>"),
-            )
-            .field("interceptor", &c.interceptor.is_some())
-            .field("concurrency_limit", &c.limit.as_ref().map(|(n, _)| *n))
-            .field("batching", &self.batcher)
-            .finish_non_exhaustive()
+            .field("transport", &self.transport)
+            .field("stack", &self.coordinator)
+            .finish()
     }
 }
 
@@ -145,7 +268,18 @@ impl GrpcCoordinator {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<StdError>,
     {
-        GrpcCoordinatorBuilder::default().direct(boxed(service), None)
+        let transport = GrpcServices::with_config(boxed(service), None, None, MAX_MESSAGE_SIZE);
+        let stack = ServicesStack::default();
+        // Without batching, building the stack needs no runtime and cannot fail.
+        let (client, _) = match stack.layer(transport.clone()) {
+            Ok(layered) => layered,
+            Err(_) => (Arc::new(transport.clone()) as _, None),
+        };
+        GrpcCoordinator {
+            coordinator: ServicesCoordinator::new(client),
+            transport,
+            retry: stack.retry,
+        }
     }
 
     /// Connects eagerly to `url` (e.g. `"http://127.0.0.1:50051"`) with the
@@ -179,69 +313,36 @@ impl GrpcCoordinator {
     /// The batching client calls go through, if batching is on (for its
     /// [`stats`](BatchingClient::stats)).
     pub fn batching_client(&self) -> Option<&BatchingClient> {
-        self.batcher.as_ref()
+        self.coordinator.batching_client()
     }
 
     /// The retry policy.
     pub fn retry_policy(&self) -> &RetryPolicy {
-        &self.rpc.config.retry
+        &self.retry
+    }
+
+    /// The transport under the stack (one attempt per RPC, for calls the
+    /// `Coordinator` interface has no method for, such as `LoadStream`).
+    pub fn transport(&self) -> &GrpcServices {
+        &self.transport
+    }
+
+    /// The layered client the coordinator sends through.
+    pub fn services(&self) -> &coordinator_services::SharedClient {
+        self.coordinator.client()
     }
 
     /// With batching on, sends what is queued and waits for all outstanding
     /// batches ([`BatchingClient::flush`]); otherwise returns at once.
     pub async fn flush(&self) {
-        if let Some(batcher) = &self.batcher {
-            batcher.flush().await;
-        }
+        self.coordinator.flush().await;
     }
 
     /// With batching on, flushes and stops the batching client
     /// ([`BatchingClient::close`]): later calls fail with a transient
     /// `Unavailable` error. Otherwise returns at once.
     pub async fn close(&self) {
-        if let Some(batcher) = &self.batcher {
-            batcher.close().await;
-        }
-    }
-
-    async fn register_once(
-        &self,
-        request: &RegisterRequest,
-        desc: &[u8],
-    ) -> Result<LogStreamState, Error> {
-        let wire = register_to_wire(request, desc);
-        let response = match &self.batcher {
-            Some(batcher) => batcher.register_wire(wire).await?,
-            None => self.rpc.register(wire).await?,
-        };
-        state_from_wire(request, response)
-    }
-
-    async fn terminate_once(&self, request: &TerminateRequest) -> Result<(), Error> {
-        let wire = terminate_to_wire(request);
-        match &self.batcher {
-            Some(batcher) => batcher.terminate_wire(wire).await,
-            None => self.rpc.terminate(wire).await,
-        }
-    }
-}
-
-/// Checks what the request's types do not: a non-empty protocol version.
-/// (Project, path, secret and terminal index are validated by their types;
-/// raw input is validated by [`RegisterRequest::parse`].)
-pub(crate) fn validate_register(request: &RegisterRequest) -> Result<(), Error> {
-    if request.proto_version.is_empty() {
-        return Err(Error::invalid_field("proto_version", "must not be empty"));
-    }
-    Ok(())
-}
-
-/// Names a call in logs: operation, project and path (never the secret).
-struct CallName<'a>(&'static str, &'a ProjectName, &'a StreamPath);
-
-impl fmt::Display for CallName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.0, self.1, self.2)
+        self.coordinator.close().await;
     }
 }
 
@@ -253,16 +354,7 @@ impl Coordinator for GrpcCoordinator {
         request: &'a RegisterRequest,
         desc: &'a [u8],
     ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
-        CoordinatorFuture::new(async move {
-            validate_register(request)?;
-            let config = &self.rpc.config;
-            let name = CallName("RegisterStream", &request.project, &request.path);
-            with_retries(&config.retry, config.deadline, &name, || {
-                self.register_once(request, desc)
-            })
-            .await
-            .map(Arc::new)
-        })
+        self.coordinator.register_stream(request, desc)
     }
 
     /// Records the terminal index (directly or batched) with retries.
@@ -270,98 +362,7 @@ impl Coordinator for GrpcCoordinator {
         &'a self,
         request: &'a TerminateRequest,
     ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        CoordinatorFuture::new(async move {
-            let config = &self.rpc.config;
-            let name = CallName("TerminateStream", &request.project, &request.path);
-            with_retries(&config.retry, config.deadline, &name, || {
-                self.terminate_once(request)
-            })
-            .await
-        })
-    }
-}
-
-impl BatchTransport for GrpcCoordinator {
-    /// One `Batch` RPC attempt (never through this coordinator's own batching
-    /// client), with the per-attempt timeout, metadata and concurrency limit.
-    fn send_batch(
-        &self,
-        request: proto::BatchRequest,
-    ) -> CoordinatorFuture<'static, Result<proto::BatchResponse, Error>> {
-        let rpc = self.rpc.clone();
-        CoordinatorFuture::new(async move { rpc.batch(request).await })
-    }
-}
-
-impl Rpc {
-    /// One attempt of `RegisterStream`.
-    async fn register(
-        &self,
-        message: proto::RegisterStreamRequest,
-    ) -> Result<proto::RegisterStreamResponse, Error> {
-        let request = self.prepare(message)?;
-        let mut client = self.client.clone();
-        self.run(client.register_stream(request)).await
-    }
-
-    /// One attempt of `TerminateStream`.
-    async fn terminate(&self, message: proto::TerminateStreamRequest) -> Result<(), Error> {
-        let request = self.prepare(message)?;
-        let mut client = self.client.clone();
-        self.run(client.terminate_stream(request)).await
-    }
-
-    /// One attempt of `Batch`.
-    async fn batch(&self, message: proto::BatchRequest) -> Result<proto::BatchResponse, Error> {
-        let request = self.prepare(message)?;
-        let mut client = self.client.clone();
-        self.run(client.batch(request)).await
-    }
-
-    /// Runs one prepared RPC: waits for a concurrency slot, then bounds the call
-    /// by the attempt timeout. (`response` does nothing until polled.)
-    async fn run<R>(
-        &self,
-        response: impl Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    ) -> Result<R, Error> {
-        let _permit = match &self.config.limit {
-            Some((_, semaphore)) => Some(
-                semaphore
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::unavailable("the concurrency limiter is closed"))?,
-            ),
-            None => None,
-        };
-        let result = match self.config.attempt_timeout {
-            Some(timeout) => tokio::time::timeout(timeout, response).await.map_err(|_| {
-                Error::deadline_exceeded(format!("the attempt timed out after {timeout:?}"))
-            })?,
-            None => response.await,
-        };
-        result
-            .map(tonic::Response::into_inner)
-            .map_err(|status| error_from_status(&status))
-    }
-
-    fn prepare<M>(&self, message: M) -> Result<tonic::Request<M>, Error> {
-        let mut request = tonic::Request::new(message);
-        if let Some(timeout) = self.config.attempt_timeout {
-            request.set_timeout(timeout);
-        }
-        if let Some(token) = &self.config.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
-        }
-        if let Some(interceptor) = &self.config.interceptor {
-            let (metadata, extensions, message) = request.into_parts();
-            let intercepted = interceptor(tonic::Request::from_parts(metadata, extensions, ()))
-                .map_err(|status| error_from_status(&status))?;
-            let (metadata, extensions, ()) = intercepted.into_parts();
-            request = tonic::Request::from_parts(metadata, extensions, message);
-        }
-        Ok(request)
+        self.coordinator.terminate_stream(request)
     }
 }
 
@@ -379,29 +380,31 @@ where
 {
     BoxCloneSyncService::new(
         service
-            .map_response(|response: http::Response<B>| response.map(tonic::body::Body::new))
+            .map_response(|response: http::Response<B>| {
+                let (mut parts, body) = response.into_parts();
+                strip_malformed_details(&mut parts.headers);
+                http::Response::from_parts(parts, tonic::body::Body::new(SanitizedBody::new(body)))
+            })
             .map_err(|error: S::Error| ServiceError(error.into())),
     )
 }
 
 /// Options for a [`GrpcCoordinator`]; from [`GrpcCoordinator::builder`].
 ///
-/// Every option has a production default; see each method. Endpoint options
-/// (user agent, TLS, connect timeout) apply to the channels this builder makes
-/// ([`connect`](Self::connect), [`connect_lazy`](Self::connect_lazy)); for a
-/// channel you build yourself, set them on your `Endpoint`.
+/// Every option has a production default; see each method. The stack options
+/// (retries, timeouts, concurrency, batching) are a [`ServicesStack`]'s.
+/// Endpoint options (user agent, TLS, connect timeout) apply to the channels
+/// this builder makes ([`connect`](Self::connect),
+/// [`connect_lazy`](Self::connect_lazy)); for a channel you build yourself, set
+/// them on your `Endpoint`.
 #[derive(Clone)]
 pub struct GrpcCoordinatorBuilder {
-    retry: RetryPolicy,
-    attempt_timeout: Option<Duration>,
-    deadline: Option<Duration>,
+    stack: ServicesStack,
     bearer_token: Option<String>,
     interceptor: Option<Interceptor>,
-    concurrency_limit: Option<usize>,
     user_agent: String,
     connect_timeout: Option<Duration>,
     max_message_size: usize,
-    batching: Option<BatchOptions>,
     #[cfg(feature = "tls")]
     tls: Option<tonic::transport::ClientTlsConfig>,
 }
@@ -409,16 +412,12 @@ pub struct GrpcCoordinatorBuilder {
 impl Default for GrpcCoordinatorBuilder {
     fn default() -> Self {
         GrpcCoordinatorBuilder {
-            retry: RetryPolicy::default(),
-            attempt_timeout: Some(ATTEMPT_TIMEOUT),
-            deadline: None,
+            stack: ServicesStack::default(),
             bearer_token: None,
             interceptor: None,
-            concurrency_limit: None,
             user_agent: USER_AGENT.to_owned(),
             connect_timeout: Some(Duration::from_secs(10)),
             max_message_size: MAX_MESSAGE_SIZE,
-            batching: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -428,19 +427,15 @@ impl Default for GrpcCoordinatorBuilder {
 impl fmt::Debug for GrpcCoordinatorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GrpcCoordinatorBuilder")
-            .field("retry", &self.retry)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("deadline", &self.deadline)
+            .field("stack", &self.stack)
             .field(
                 "bearer_token",
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
             .field("interceptor", &self.interceptor.is_some())
-            .field("concurrency_limit", &self.concurrency_limit)
             .field("user_agent", &self.user_agent)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_message_size", &self.max_message_size)
-            .field("batching", &self.batching)
             .finish_non_exhaustive()
     }
 }
@@ -449,7 +444,7 @@ impl GrpcCoordinatorBuilder {
     /// How transient failures are retried. Default [`RetryPolicy::default`]
     /// (first delay 1 s, 5 retries); [`RetryPolicy::none`] turns retries off.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.stack = self.stack.retry(policy);
         self
     }
 
@@ -458,7 +453,7 @@ impl GrpcCoordinatorBuilder {
     /// retried. Default 30 s; `None` for no timeout. With batching, it bounds
     /// each `Batch` RPC, not the time an entry waits in the queue.
     pub fn attempt_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
-        self.attempt_timeout = timeout.into();
+        self.stack = self.stack.attempt_timeout(timeout);
         self
     }
 
@@ -467,7 +462,13 @@ impl GrpcCoordinatorBuilder {
     /// transient `DeadlineExceeded` error; a retry whose backoff would end past
     /// it is not made (the last error is returned). Default `None`.
     pub fn deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
-        self.deadline = deadline.into();
+        self.stack = self.stack.deadline(deadline);
+        self
+    }
+
+    /// All the stack options at once (replacing those set before).
+    pub fn stack(mut self, stack: ServicesStack) -> Self {
+        self.stack = stack;
         self
     }
 
@@ -499,7 +500,7 @@ impl GrpcCoordinatorBuilder {
     /// Waiting counts against the [`deadline`](Self::deadline) but not the
     /// attempt timeout. Default unlimited; 0 means unlimited.
     pub fn concurrency_limit(mut self, limit: usize) -> Self {
-        self.concurrency_limit = (limit > 0).then_some(limit);
+        self.stack = self.stack.concurrency_limit(limit);
         self
     }
 
@@ -518,7 +519,8 @@ impl GrpcCoordinatorBuilder {
     }
 
     /// The largest response message accepted (and request sent). Default
-    /// 32 MiB, the Coordinator's request size limit.
+    /// 32 MiB, the Coordinator's request size limit. A `Batch` response is
+    /// further bounded by what its batch can answer.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
@@ -528,7 +530,7 @@ impl GrpcCoordinatorBuilder {
     /// single RPCs. Retries still apply per call: an entry that failed
     /// transiently is queued again after the backoff delay. Default off.
     pub fn batching(mut self, options: BatchOptions) -> Self {
-        self.batching = Some(options);
+        self.stack = self.stack.batching(options);
         self
     }
 
@@ -619,6 +621,33 @@ impl GrpcCoordinatorBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<StdError>,
     {
+        let transport = self.build_transport(service)?;
+        let coordinator = self
+            .stack
+            .build(transport.clone())
+            .map_err(BuildError::from)?;
+        Ok(GrpcCoordinator {
+            coordinator,
+            transport,
+            retry: self.stack.retry,
+        })
+    }
+
+    /// Only the transport (one attempt per RPC, no stack) over `service`, with
+    /// this builder's token, interceptor and message limit: to put under layers
+    /// of your own choosing.
+    pub fn build_transport<S, B>(&self, service: S) -> Result<GrpcServices, BuildError>
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<StdError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<StdError>,
+    {
         let authorization = match &self.bearer_token {
             Some(token) => {
                 let mut value: AsciiMetadataValue =
@@ -629,45 +658,12 @@ impl GrpcCoordinatorBuilder {
             }
             None => None,
         };
-        let batching = self.batching;
-        let direct = self.direct(boxed(service), authorization);
-        match batching {
-            None => Ok(direct),
-            Some(options) => {
-                let batcher = BatchingClient::new(direct.clone(), options)?;
-                Ok(GrpcCoordinator {
-                    batcher: Some(batcher),
-                    ..direct
-                })
-            }
-        }
-    }
-
-    /// The direct-mode coordinator (no batching; cannot fail).
-    fn direct(
-        self,
-        service: BoxedService,
-        authorization: Option<AsciiMetadataValue>,
-    ) -> GrpcCoordinator {
-        let client = ServicesClient::new(service)
-            .max_decoding_message_size(self.max_message_size)
-            .max_encoding_message_size(self.max_message_size);
-        GrpcCoordinator {
-            rpc: Rpc {
-                client,
-                config: Arc::new(CallConfig {
-                    retry: self.retry,
-                    attempt_timeout: self.attempt_timeout,
-                    deadline: self.deadline,
-                    authorization,
-                    interceptor: self.interceptor,
-                    limit: self
-                        .concurrency_limit
-                        .map(|n| (n, Arc::new(Semaphore::new(n)))),
-                }),
-            },
-            batcher: None,
-        }
+        Ok(GrpcServices::with_config(
+            boxed(service),
+            authorization,
+            self.interceptor.clone(),
+            self.max_message_size,
+        ))
     }
 }
 
@@ -736,15 +732,5 @@ mod tests {
             .tls(tonic::transport::ClientTlsConfig::new().domain_name("example.invalid"))
             .connect_lazy("https://example.invalid");
         assert!(c.is_ok());
-    }
-
-    #[test]
-    fn empty_proto_version_is_invalid() {
-        let mut req = RegisterRequest::parse("p", "a/+/b", &[1; 36], None).unwrap();
-        assert!(validate_register(&req).is_ok());
-        req.proto_version = "".into();
-        let e = validate_register(&req).unwrap_err();
-        assert_eq!(e.field(), Some("proto_version"));
-        assert!(!e.is_transient());
     }
 }

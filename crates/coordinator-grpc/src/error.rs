@@ -45,6 +45,9 @@ pub enum BuildError {
         /// The URL given.
         url: String,
     },
+    /// The layers of the stack could not be built.
+    #[error(transparent)]
+    Stack(coordinator_services::BuildError),
     /// A lazily connected channel or a batching client needs a Tokio runtime, and
     /// none is running on this thread.
     #[error("{what} needs a Tokio runtime: build it from within one")]
@@ -52,4 +55,13 @@ pub enum BuildError {
         /// What was being built.
         what: &'static str,
     },
+}
+
+impl From<coordinator_services::BuildError> for BuildError {
+    fn from(error: coordinator_services::BuildError) -> Self {
+        match error {
+            coordinator_services::BuildError::NoRuntime { what } => BuildError::NoRuntime { what },
+            other => BuildError::Stack(other),
+        }
+    }
 }

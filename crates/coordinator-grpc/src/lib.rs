@@ -1,17 +1,23 @@
-//! The tonic transport for LogDog's `logdog.Services` API (`semantics.md` §4).
+//! The tonic transport for LogDog's `logdog.Services` API.
 //!
-//! - [`GrpcCoordinator`]: a [`Coordinator`](coordinator_api::Coordinator) that
-//!   sends RegisterStream and TerminateStream as single RPCs or through a
-//!   [`BatchingClient`], retrying transient failures per a [`RetryPolicy`] with a
-//!   per-attempt timeout and an optional overall deadline. Options (TLS, bearer
-//!   token and metadata interceptor, concurrency limit, user agent) are set on a
+//! - [`GrpcServices`]: the transport, one attempt of each RPC over gRPC, as a
+//!   [`coordinator_services::ServicesClient`]: put any layers of
+//!   `coordinator-services` over it.
+//! - [`GrpcCoordinator`]: the common case in one line: an endpoint → a
+//!   batched (optionally), retrying, validating
+//!   [`Coordinator`](coordinator_api::Coordinator), built from
+//!   [`GrpcServices`] and a [`ServicesStack`]. Options (TLS, bearer token and
+//!   metadata interceptor, concurrency limit, user agent) are set on a
 //!   [`GrpcCoordinatorBuilder`].
-//! - [`BatchingClient`]: queues calls and sends them as `Batch` RPCs when a
-//!   count, delay or byte threshold is reached ([`BatchOptions`]).
-//! - [`convert`]: the mapping between `tonic::Status`, the wire's `Error` and
+//! - [`convert`]: the mapping between `tonic::Status` and
 //!   [`coordinator_api::Error`].
-//! - [`proto`]: the code generated from `proto/` (messages, the
-//!   `ServicesClient` and the `Services` server trait).
+//! - [`proto`]: the tonic client and, with the `server` feature, the
+//!   `Services` server trait (generated from `proto/` and checked in). A client
+//!   build compiles no server: without `server`, neither tonic's server nor
+//!   axum is built.
+//!
+//! The retry, timeout, limit and batching types are `coordinator-services`'s,
+//! re-exported here.
 //!
 //! ```no_run
 //! use coordinator_api::{Coordinator, RegisterRequest, TerminateRequest, MessageIndex};
@@ -30,21 +36,18 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-mod batch;
 mod client;
 pub mod convert;
 mod error;
 pub mod proto;
-mod retry;
+mod sanitize;
 
-pub use batch::{BatchOptions, BatchStats, BatchTransport, BatchingClient};
-pub use client::{GrpcCoordinator, GrpcCoordinatorBuilder};
+pub use client::{GrpcCoordinator, GrpcCoordinatorBuilder, GrpcServices};
 pub use error::BuildError;
-pub use retry::RetryPolicy;
+pub use sanitize::strip_malformed_details;
 
-/// The batching client's pure response matching, exposed for the fuzz targets
-/// under `fuzz/` and their regression tests. Not a stable API.
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::batch::{EntryOutcome, Kind as EntryKind, match_response};
-}
+pub use coordinator_services::{
+    BatchOptions, BatchStats, BatchingClient, RetryPolicy, ServicesClient, ServicesStack,
+};
+pub use prost;
+pub use tonic;

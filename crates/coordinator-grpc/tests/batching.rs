@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{Setup, fast_retry};
 use coordinator_api::{Code, Coordinator, MessageIndex, RegisterRequest, StreamId};
-use coordinator_grpc::{BatchOptions, BatchingClient, GrpcCoordinator, RetryPolicy};
+use coordinator_grpc::{BatchOptions, BatchingClient, GrpcCoordinator, GrpcServices, RetryPolicy};
+use coordinator_services::ServicesCoordinator;
 use coordinator_testkit::RpcKind;
 use futures::future::join_all;
 use tokio::task::JoinSet;
@@ -351,7 +352,7 @@ async fn a_caller_dropped_mid_batch_does_not_break_it() {
 #[tokio::test]
 async fn a_standalone_batching_client_over_a_direct_coordinator() {
     let s = Setup::start().await;
-    let direct = GrpcCoordinator::new(s.server.channel());
+    let direct = GrpcServices::new(s.server.channel());
     let client = BatchingClient::new(
         direct,
         BatchOptions::default()
@@ -360,10 +361,11 @@ async fn a_standalone_batching_client_over_a_direct_coordinator() {
     )
     .unwrap();
     let requests: Vec<_> = (0..3).map(|i| s.register(&format!("s{i}"))).collect();
+    let coordinator = ServicesCoordinator::new(&client);
     let results = join_all(
         requests
             .iter()
-            .map(|(req, desc)| client.register_stream(req, desc)),
+            .map(|(req, desc)| coordinator.register_stream(req, desc)),
     )
     .await;
     for (result, (req, _)) in results.into_iter().zip(&requests) {

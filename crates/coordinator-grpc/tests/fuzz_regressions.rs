@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use coordinator_api::{Code, Coordinator, CoordinatorFuture, Error, RegisterRequest};
 use coordinator_grpc::convert::{error_from_status, error_from_wire, state_from_wire};
-use coordinator_grpc::fuzzing::{EntryKind, EntryOutcome, match_response};
 use coordinator_grpc::proto::logdog as proto;
-use coordinator_grpc::{BatchOptions, BatchTransport, BatchingClient};
+use coordinator_grpc::{BatchOptions, BatchingClient};
+use coordinator_services::fuzzing::{EntryKind, EntryOutcome, match_response};
+use coordinator_services::{CallOptions, ServicesClient, ServicesCoordinator, ServicesFuture};
 use prost::Message;
 
 /// The reproducer: libFuzzer's crash file was empty.
@@ -59,7 +60,7 @@ fn a_register_response_with_an_empty_error_fails_as_unknown() {
 fn a_batch_entry_answered_with_an_empty_error_fails_as_unknown() {
     let response = proto::BatchResponse::decode(BATCH_WITH_EMPTY_ERROR).unwrap();
     for kind in [EntryKind::Register, EntryKind::Terminate] {
-        let outcomes = match_response(&[kind], response.clone());
+        let outcomes = match_response(&[kind], response.clone()).outcomes;
         let [EntryOutcome::Answered(Err(error))] = &outcomes[..] else {
             panic!("{outcomes:?}");
         };
@@ -86,11 +87,28 @@ fn a_status_with_code_ok_is_unknown() {
 /// Answers every batch with the reproducer's response.
 struct EmptyErrorAnswers;
 
-impl BatchTransport for EmptyErrorAnswers {
-    fn send_batch(
+impl ServicesClient for EmptyErrorAnswers {
+    fn register_stream(
         &self,
+        _: CallOptions,
+        _: proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        CoordinatorFuture::ready(Err(Error::unavailable("batches only")))
+    }
+
+    fn terminate_stream(
+        &self,
+        _: CallOptions,
+        _: proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'_, ()> {
+        CoordinatorFuture::ready(Err(Error::unavailable("batches only")))
+    }
+
+    fn batch(
+        &self,
+        _: CallOptions,
         request: proto::BatchRequest,
-    ) -> CoordinatorFuture<'static, Result<proto::BatchResponse, Error>> {
+    ) -> ServicesFuture<'_, proto::BatchResponse> {
         let mut response = proto::BatchResponse::decode(BATCH_WITH_EMPTY_ERROR).unwrap();
         // The same empty error for every entry of the batch.
         let entry = response.resp[0].clone();
@@ -111,7 +129,7 @@ async fn a_batching_caller_answered_with_an_empty_error_gets_unknown() {
         BatchOptions::default().with_max_entries(1),
     )
     .unwrap();
-    let error = client
+    let error = ServicesCoordinator::new(&client)
         .register_stream(&request(), b"desc")
         .await
         .unwrap_err();

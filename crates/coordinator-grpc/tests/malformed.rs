@@ -42,7 +42,7 @@ fn request() -> RegisterRequest {
 }
 
 #[tokio::test]
-async fn malformed_register_responses_are_permanent_errors() {
+async fn malformed_register_responses_are_transient_errors() {
     let register = Arc::new(Mutex::new(good_response()));
     let url = serve(register.clone(), |_| BatchResponse::default()).await;
     let c = GrpcCoordinator::builder()
@@ -76,12 +76,26 @@ async fn malformed_register_responses_are_permanent_errors() {
     let mut r = good_response();
     r.id = "bad id\u{7f}".into();
     cases.push((r, "id"));
+    let mut r = good_response();
+    r.id = r.id.to_uppercase();
+    cases.push((r, "id"));
+    let mut r = good_response();
+    r.id = "a".repeat(1 << 20);
+    cases.push((r, "id"));
+    let mut r = good_response();
+    r.state.as_mut().unwrap().proto_version = "9".repeat(1 << 20);
+    cases.push((r, "state.proto_version"));
     for (response, names) in cases {
         *register.lock().unwrap() = response;
         let e = c.register_stream(&req, b"d").await.unwrap_err();
         assert_eq!(e.code(), Code::Internal, "{e}");
-        assert!(!e.is_transient(), "{e}");
+        // Not the server's verdict about the stream: transient, never kept.
+        assert!(e.is_transient(), "{e}");
         assert!(e.message().contains(names), "{e}");
+        assert!(
+            e.message().len() < 200,
+            "nothing of the answer is echoed: {e}"
+        );
     }
 
     // A negative terminal index means "not terminated"; other versions are kept.
@@ -108,15 +122,16 @@ async fn malformed_register_responses_are_permanent_errors() {
 
 #[tokio::test]
 async fn junk_batch_indexes_are_ignored() {
-    // Answers the entry with junk around it: out-of-range, negative and repeated
-    // indexes, and a repeated answer that is an error.
+    // The first batch (3 entries) answers entry 0 among junk: a negative, an
+    // out-of-range and a repeated index (an error). The other two entries are
+    // re-queued, and the second batch answers them.
     let batch = |request: &BatchRequest| {
         let n = request.req.len() as i32;
         let answer = |index| batch_response::Entry {
             index,
             value: Some(batch_response::entry::Value::RegisterStream(good_response())),
         };
-        let error = batch_response::Entry {
+        let late_error = batch_response::Entry {
             index: 0,
             value: Some(batch_response::entry::Value::Err(
                 coordinator_grpc::proto::logdog::Error {
@@ -126,20 +141,42 @@ async fn junk_batch_indexes_are_ignored() {
                 },
             )),
         };
-        BatchResponse {
-            resp: vec![answer(n), answer(-1), answer(i32::MAX), answer(0), error],
-        }
+        let resp = if n == 3 {
+            vec![answer(0), late_error, answer(-1)]
+        } else {
+            (0..n).map(answer).collect()
+        };
+        BatchResponse { resp }
     };
     let url = serve(Arc::new(Mutex::new(good_response())), batch).await;
     let c = GrpcCoordinator::builder()
         .retry(RetryPolicy::none())
-        .batching(BatchOptions::default().with_max_entries(1))
+        .batching(
+            BatchOptions::default()
+                .with_max_entries(3)
+                .with_max_delay(std::time::Duration::from_millis(5)),
+        )
         .connect(url)
         .await
         .unwrap();
-    let req = request();
-    let state = c.register_stream(&req, b"d").await.unwrap();
-    assert_eq!(state.path, req.path);
+    let requests: Vec<RegisterRequest> = (0..3)
+        .map(|i| RegisterRequest::parse("proj", &format!("foo/+/s{i}"), &[5; 36], None).unwrap())
+        .collect();
+    let (a, b, d) = tokio::join!(
+        c.register_stream(&requests[0], b"d"),
+        c.register_stream(&requests[1], b"d"),
+        c.register_stream(&requests[2], b"d"),
+    );
+    for (result, req) in [a, b, d].into_iter().zip(&requests) {
+        assert_eq!(result.unwrap().path, req.path);
+    }
     let stats = c.batching_client().unwrap().stats();
-    assert_eq!((stats.batches_sent, stats.requeued_entries), (1, 0));
+    assert_eq!(
+        (
+            stats.batches_sent,
+            stats.requeued_entries,
+            stats.ignored_answers
+        ),
+        (2, 2, 2)
+    );
 }

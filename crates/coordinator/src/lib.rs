@@ -3,6 +3,11 @@
 
 pub use coordinator_api::*;
 
+/// The transport-neutral services layer: the wire-level client trait, the
+/// retry, timeout, concurrency-limit and batching layers, and the adapter to
+/// [`Coordinator`].
+pub use coordinator_services as services;
+
 /// The LRU + single-flight cache (feature `cache`).
 #[cfg(feature = "cache")]
 pub use coordinator_cache as cache;

@@ -768,10 +768,10 @@ impl Script {
                         },
                     ))),
                 ),
-                Answer::OutOfRange => {
-                    push(n + i, good.clone());
-                    push(-1 - i, good);
-                }
+                // One answer per entry (more would be malformed as a whole),
+                // past either end.
+                Answer::OutOfRange if i % 2 == 0 => push(n + i, good),
+                Answer::OutOfRange => push(-1 - i, good),
                 Answer::DuplicateErrorFirst => {
                     push(
                         i,
@@ -840,57 +840,56 @@ async fn malformed_batch_answers_through_the_cache_are_typed_errors() {
         u64::from(options.retry.max_retries),
         u64::from(options.batch.max_requeues),
     );
-    let permanent = |message| Expect {
+    // A malformed answer is not the server's verdict: transient, retried,
+    // never kept.
+    let malformed = |message| Expect {
         code: Code::Internal,
-        transient: false,
+        transient: true,
         message,
     };
     let cases = [
         (
             Answer::MissingState,
             Op::Register,
-            permanent("missing stream state"),
-            1,
+            malformed("missing stream state"),
+            retries + 1,
         ),
         (
             Answer::SecretOfLength(35),
             Op::Register,
-            permanent("state.secret: prefix secret is 35 bytes"),
-            1,
+            malformed("state.secret: prefix secret is 35 bytes"),
+            retries + 1,
         ),
         (
             Answer::SecretOfLength(0),
             Op::Register,
-            permanent("state.secret: prefix secret is 0 bytes"),
-            1,
+            malformed("state.secret: prefix secret is 0 bytes"),
+            retries + 1,
         ),
         (
             Answer::SecretOfLength(72),
             Op::Register,
-            permanent("state.secret: prefix secret is 72 bytes"),
-            1,
+            malformed("state.secret: prefix secret is 72 bytes"),
+            retries + 1,
         ),
         (
             Answer::NoValue,
             Op::Register,
-            permanent("no answer for a RegisterStream entry"),
-            1,
+            malformed("no answer for a RegisterStream entry"),
+            retries + 1,
         ),
         (
             Answer::RegisterStreamReply,
             Op::Terminate,
-            permanent("a RegisterStream answer for a TerminateStream entry"),
-            1,
+            malformed("a RegisterStream answer for a TerminateStream entry"),
+            retries + 1,
         ),
+        // More answers than entries: malformed as a whole, whatever they say.
         (
             Answer::DuplicateErrorFirst,
             Op::Register,
-            Expect {
-                code: Code::NotFound,
-                transient: false,
-                message: "scripted: not found",
-            },
-            1,
+            malformed("2 answers for a batch of 1 entries"),
+            retries + 1,
         ),
         // Never answered: re-queued, then a transient error, retried.
         (

@@ -10,10 +10,10 @@ use std::time::Duration;
 use coordinator_api::Error;
 use tokio::time::Instant;
 
-/// How a [`GrpcCoordinator`](crate::GrpcCoordinator) retries transient failures.
+/// How the [`Retry`](crate::Retry) layer retries transient failures.
 ///
-/// Only errors that are [transient](Error::is_transient) are retried; permanent
-/// errors are returned at once. After the last retry the last error is returned
+/// Only errors that are [retryable](Error::is_retryable) (transient, and not
+/// marked otherwise) are retried; permanent errors are returned at once. After the last retry the last error is returned
 /// as it is (still transient). The delay before retry `n` (0-based) is
 /// `initial_delay * multiplier^n`, capped at `max_delay`, then multiplied by a
 /// random factor in `[1 - jitter, 1 + jitter]` (and capped again).
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 ///
 /// ```
 /// use std::time::Duration;
-/// use coordinator_grpc::RetryPolicy;
+/// use coordinator_services::RetryPolicy;
 ///
 /// let fast = RetryPolicy::default()
 ///     .with_max_retries(3)
@@ -129,8 +129,25 @@ impl RetryPolicy {
 /// transient `DeadlineExceeded` error. If the next backoff delay would end past
 /// the deadline, the last error is returned at once. `what` names the call in
 /// logs. Cancel-safe: dropping the future abandons the current attempt.
-pub(crate) async fn with_retries<T, F, Fut>(
+pub async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
+    deadline: Option<Duration>,
+    what: &(dyn std::fmt::Display + Sync),
+    attempt: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let deadline_at = deadline.map(|d| Instant::now() + d);
+    retry_until(policy, deadline_at, deadline, what, attempt).await
+}
+
+/// [`with_retries`] with the deadline as an instant (`deadline` is only for
+/// messages).
+pub(crate) async fn retry_until<T, F, Fut>(
+    policy: &RetryPolicy,
+    deadline_at: Option<Instant>,
     deadline: Option<Duration>,
     what: &(dyn std::fmt::Display + Sync),
     mut attempt: F,
@@ -139,7 +156,6 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let deadline_at = deadline.map(|d| Instant::now() + d);
     let mut retry = 0u32;
     loop {
         let result = match deadline_at {
@@ -159,7 +175,7 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        if !error.is_transient() || retry >= policy.max_retries {
+        if !error.is_retryable() || retry >= policy.max_retries {
             return Err(error);
         }
         let delay = policy.delay(retry);
@@ -305,6 +321,16 @@ mod tests {
         assert_eq!(e.code(), Code::NotFound);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_marked_not_to_retry_are_returned_at_once() {
+        let (calls, f) = scripted(vec![Error::unavailable("too big").with_retry(false)]);
+        let e = with_retries(&exact(100, 5), None, &"op", f)
+            .await
+            .unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,45 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use coordinator_api::{
-    Coordinator, CoordinatorFuture, Error, LogStreamState, RegisterRequest, TerminateRequest,
-};
+use coordinator_api::{CoordinatorFuture, Error};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::BuildError;
-use crate::convert::{
-    bad_response, error_from_wire, register_to_wire, state_from_wire, terminate_to_wire,
-};
+use crate::client::{CallOptions, ServicesClient, ServicesFuture, SharedClient};
+use crate::convert::{bad_response, error_from_wire};
+use crate::panic::CatchPanic;
 use crate::proto::logdog as proto;
 use proto::batch_request::entry::Value as RequestValue;
 use proto::batch_response::entry::Value as AnswerValue;
-
-/// Sends one `Batch` RPC: what a [`BatchingClient`] sends its batches through.
-///
-/// [`GrpcCoordinator`](crate::GrpcCoordinator) implements it (one attempt, with
-/// its per-attempt timeout, metadata and concurrency limit; never through its
-/// own batching client). Tests can implement it to script answers.
-pub trait BatchTransport: Send + Sync + 'static {
-    /// Sends `request` and returns the server's answer, or the error that failed
-    /// the whole RPC. Must not retry entries itself: the batching client
-    /// re-queues unanswered entries, and the caller's coordinator retries.
-    fn send_batch(
-        &self,
-        request: proto::BatchRequest,
-    ) -> CoordinatorFuture<'static, Result<proto::BatchResponse, Error>>;
-}
-
-impl<T: BatchTransport + ?Sized> BatchTransport for Arc<T> {
-    fn send_batch(
-        &self,
-        request: proto::BatchRequest,
-    ) -> CoordinatorFuture<'static, Result<proto::BatchResponse, Error>> {
-        (**self).send_batch(request)
-    }
-}
 
 /// When a [`BatchingClient`] sends a batch.
 ///
@@ -56,7 +30,7 @@ impl<T: BatchTransport + ?Sized> BatchTransport for Arc<T> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use coordinator_grpc::BatchOptions;
+/// use coordinator_services::BatchOptions;
 ///
 /// // Low latency: a few milliseconds of batching instead of LogDog's 1 s.
 /// let options = BatchOptions::default().with_max_delay(Duration::from_millis(5));
@@ -130,8 +104,12 @@ pub struct BatchStats {
     pub largest_batch: u64,
     /// Entries the server left unanswered that were queued again.
     pub requeued_entries: u64,
-    /// Batches whose RPC failed or came back with no entries.
+    /// Batches whose RPC failed, or whose answer was malformed as a whole (no
+    /// entries, or more entries than the batch).
     pub failed_batches: u64,
+    /// Answers the server sent that were ignored: an index out of range or
+    /// answered twice (logged once per batch).
+    pub ignored_answers: u64,
     /// Entries dropped before sending because their caller had gone away.
     pub abandoned_entries: u64,
 }
@@ -154,6 +132,7 @@ struct Counters {
     largest_batch: AtomicU64,
     requeued_entries: AtomicU64,
     failed_batches: AtomicU64,
+    ignored_answers: AtomicU64,
     abandoned_entries: AtomicU64,
 }
 
@@ -165,6 +144,7 @@ impl Counters {
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             requeued_entries: self.requeued_entries.load(Ordering::Relaxed),
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
+            ignored_answers: self.ignored_answers.load(Ordering::Relaxed),
             abandoned_entries: self.abandoned_entries.load(Ordering::Relaxed),
         }
     }
@@ -175,7 +155,11 @@ impl Counters {
 }
 
 /// Queues individual RegisterStream and TerminateStream calls and sends them
-/// together as `Batch` RPCs (see [`BatchOptions`] for when a batch goes out).
+/// together as `Batch` RPCs through any [`ServicesClient`] (see
+/// [`BatchOptions`] for when a batch goes out). It is itself a
+/// [`ServicesClient`] (its `batch` and `load_stream` go straight through);
+/// wrap it in a [`ServicesCoordinator`](crate::ServicesCoordinator) for the
+/// collector's [`Coordinator`](coordinator_api::Coordinator) interface.
 ///
 /// - Each caller awaits its own entry's answer, matched by index (answers may
 ///   come in any order). A per-entry error keeps its code and transient flag.
@@ -183,10 +167,17 @@ impl Counters {
 ///   (its delay counts from the re-queue), at most
 ///   [`max_requeues`](BatchOptions::max_requeues) times, then fails with a
 ///   transient `Unavailable` error. Answers with an out-of-range or repeated
-///   index are ignored and logged.
+///   index are ignored, counted ([`BatchStats::ignored_answers`]) and logged
+///   once per batch.
 /// - A failed `Batch` RPC fails every entry of that batch with its error
-///   (transient per its code); an answer with no entries at all fails them with a
-///   transient `Internal` error. Nothing the server sends causes a panic.
+///   (transient per its code). An answer with no entries, or with more entries
+///   than the batch, is malformed: a transient `Internal` error for every
+///   entry. Each `Batch` call asks the transport to refuse a response larger
+///   than the batch can legitimately be answered with
+///   ([`response_size_limit`]), so a hostile answer cannot take more memory or
+///   decoding time than that. A panic in the transport is a transient
+///   `Internal` error for the batch's entries. Nothing the server sends causes
+///   a panic.
 /// - Cancel-safe: a caller that goes away does not disturb the batch; its entry
 ///   is dropped if not yet sent, and its answer is discarded otherwise.
 /// - [`flush`](Self::flush) sends what is queued without waiting for the
@@ -194,27 +185,30 @@ impl Counters {
 ///   flushes and stops accepting calls (later calls fail with a transient
 ///   `Unavailable` error). Dropping the last clone flushes in the background.
 ///
-/// One attempt per entry: it does not retry failures. Use it through
-/// [`GrpcCoordinator`](crate::GrpcCoordinator) in batched mode for retries. It
-/// implements [`Coordinator`]; clones share one queue.
+/// One attempt per entry: it does not retry failures. Put a
+/// [`Retry`](crate::Retry) above it (as [`ServicesStack`](crate::ServicesStack)
+/// does) for retries. Clones share one queue.
 ///
 /// ```no_run
-/// use coordinator_api::{Coordinator, RegisterRequest};
-/// use coordinator_grpc::{BatchOptions, BatchingClient, GrpcCoordinator};
+/// use coordinator_services::{BatchOptions, BatchingClient, ServicesClient, ServicesCoordinator};
 ///
+/// # fn any_transport() -> std::sync::Arc<dyn ServicesClient> { unimplemented!() }
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let direct = GrpcCoordinator::connect("http://127.0.0.1:50051").await?;
-/// let batching = BatchingClient::new(direct, BatchOptions::default())?;
-/// let request = RegisterRequest::parse("chromium", "builds/1/+/stdout", &[7; 36], None)?;
-/// let state = batching.register_stream(&request, b"descriptor").await?;
-/// batching.close().await;
-/// # let _ = state; Ok(()) }
+/// let transport = any_transport(); // a gRPC or pRPC client, or your own
+/// let batching = BatchingClient::new(transport, BatchOptions::default())?;
+/// let coordinator = ServicesCoordinator::new(batching.clone());
+/// # let _ = coordinator;
+/// batching.close().await; // sends what is queued
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct BatchingClient {
     commands: mpsc::UnboundedSender<Command>,
     counters: Arc<Counters>,
     options: BatchOptions,
+    /// The client batches are sent through (also for `batch` and
+    /// `load_stream` calls made on this client).
+    inner: SharedClient,
 }
 
 impl fmt::Debug for BatchingClient {
@@ -227,18 +221,27 @@ impl fmt::Debug for BatchingClient {
     }
 }
 
+/// The most bytes a `Batch` response may take for a batch of `entries`
+/// entries: 16 KiB per entry (a RegisterStream answer is about 150 bytes; a
+/// per-entry error message is kept to 4 KiB) plus 16 KiB.
+pub fn response_size_limit(entries: usize) -> usize {
+    const PER_ENTRY: usize = 16 * 1024;
+    entries.saturating_add(1).saturating_mul(PER_ENTRY)
+}
+
 impl BatchingClient {
-    /// A batching client that sends its batches through `transport`.
+    /// A batching client that sends its batches through `inner`.
     ///
     /// Spawns the queue's worker task on the current Tokio runtime: errors with
     /// [`BuildError::NoRuntime`] outside one.
     pub fn new(
-        transport: impl BatchTransport,
+        inner: impl ServicesClient + 'static,
         options: BatchOptions,
     ) -> Result<BatchingClient, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime {
             what: "a batching client",
         })?;
+        let inner: SharedClient = Arc::new(inner);
         let (commands, receiver) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let options = BatchOptions {
@@ -248,7 +251,7 @@ impl BatchingClient {
         let worker = Worker {
             commands: receiver,
             accepting: true,
-            transport: Arc::new(transport),
+            transport: inner.clone(),
             options,
             counters: counters.clone(),
             queue: VecDeque::new(),
@@ -262,6 +265,7 @@ impl BatchingClient {
             commands,
             counters,
             options,
+            inner,
         })
     }
 
@@ -271,7 +275,7 @@ impl BatchingClient {
     }
 
     /// A snapshot of the counters: batches sent, entries per batch, re-queued
-    /// entries, failed batches, abandoned entries.
+    /// entries, failed batches, ignored answers, abandoned entries.
     pub fn stats(&self) -> BatchStats {
         self.counters.snapshot()
     }
@@ -302,27 +306,6 @@ impl BatchingClient {
         self.commands.is_closed()
     }
 
-    /// Queues a RegisterStream request and returns the server's answer to it.
-    pub(crate) async fn register_wire(
-        &self,
-        request: proto::RegisterStreamRequest,
-    ) -> Result<proto::RegisterStreamResponse, Error> {
-        let answer = self
-            .submit(Kind::Register, RequestValue::RegisterStream(request))
-            .await?;
-        answer.ok_or_else(|| bad_response("resp", "no RegisterStream response"))
-    }
-
-    /// Queues a TerminateStream request and waits for its answer.
-    pub(crate) async fn terminate_wire(
-        &self,
-        request: proto::TerminateStreamRequest,
-    ) -> Result<(), Error> {
-        self.submit(Kind::Terminate, RequestValue::TerminateStream(request))
-            .await
-            .map(drop)
-    }
-
     async fn submit(&self, kind: Kind, value: RequestValue) -> Reply {
         let entry = proto::batch_request::Entry { value: Some(value) };
         let len = entry.encoded_len();
@@ -342,33 +325,59 @@ impl BatchingClient {
             .map_err(|_| Error::unavailable("the batching client is closed"))?;
         answer.await.unwrap_or_else(|_| {
             Err(Error::unavailable(
-                "the batching client stopped before the entry was answered",
+                "the entry's batch ended without answering it: its task was cancelled, \
+                 or the runtime running the batching client shut down",
             ))
         })
     }
 }
 
-impl Coordinator for BatchingClient {
-    /// Queues the registration; see [`BatchingClient`]. The state is mapped as
-    /// [`GrpcCoordinator`](crate::GrpcCoordinator) maps it.
-    fn register_stream<'a>(
-        &'a self,
-        request: &'a RegisterRequest,
-        desc: &'a [u8],
-    ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
+impl ServicesClient for BatchingClient {
+    /// Queues the request as an entry of the next batch and returns the
+    /// server's answer to it.
+    fn register_stream(
+        &self,
+        _options: CallOptions,
+        request: proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
         CoordinatorFuture::new(async move {
-            crate::client::validate_register(request)?;
-            let response = self.register_wire(register_to_wire(request, desc)).await?;
-            state_from_wire(request, response).map(Arc::new)
+            let answer = self
+                .submit(Kind::Register, RequestValue::RegisterStream(request))
+                .await?;
+            answer.ok_or_else(|| bad_response("resp", "no RegisterStream response"))
         })
     }
 
-    /// Queues the termination; see [`BatchingClient`].
-    fn terminate_stream<'a>(
-        &'a self,
-        request: &'a TerminateRequest,
-    ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        CoordinatorFuture::new(self.terminate_wire(terminate_to_wire(request)))
+    /// Queues the request as an entry of the next batch and waits for its
+    /// answer.
+    fn terminate_stream(
+        &self,
+        _options: CallOptions,
+        request: proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'_, ()> {
+        CoordinatorFuture::new(async move {
+            self.submit(Kind::Terminate, RequestValue::TerminateStream(request))
+                .await
+                .map(drop)
+        })
+    }
+
+    /// Sent as it is through the inner client (not queued).
+    fn batch(
+        &self,
+        options: CallOptions,
+        request: proto::BatchRequest,
+    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        self.inner.batch(options, request)
+    }
+
+    /// Sent as it is through the inner client (not queued).
+    fn load_stream(
+        &self,
+        options: CallOptions,
+        request: proto::LoadStreamRequest,
+    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        self.inner.load_stream(options, request)
     }
 }
 
@@ -446,49 +455,74 @@ pub enum EntryOutcome {
     Unanswered,
 }
 
+/// The outcomes of one `Batch` response, and how many answers were ignored.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Matched {
+    /// One outcome per request entry, in request order.
+    pub outcomes: Vec<EntryOutcome>,
+    /// Answers ignored: out-of-range or repeated indexes.
+    pub ignored: usize,
+    /// True if the response as a whole was malformed (no entries, or more
+    /// entries than the request): every entry then has the same transient
+    /// error.
+    pub malformed: bool,
+}
+
 /// Matches a `Batch` response to the entries of its request, where `kinds[i]`
 /// is the kind of the request's entry `i`; returns one outcome per entry, in
 /// request order. This is what the batching client does with every response.
 ///
 /// An answer settles the entry at its index; answers whose index is out of
-/// range or already answered are ignored (and logged). A per-entry error is
-/// the entry's error (transient per its flag or code); an answer of the wrong
-/// kind, or a RegisterStream entry answered with no value, is a permanent
-/// `Internal` error. A response with no entries at all answers every entry
-/// with a transient `Internal` error. Never panics.
+/// range or already answered are ignored and counted. A per-entry error is the
+/// entry's error (transient per its flag or code); an answer of the wrong
+/// kind, or a RegisterStream entry answered with no value, is a transient
+/// `Internal` error (a malformed answer). A response with no entries at all,
+/// or with more entries than the request, answers every entry with a transient
+/// `Internal` error. The work is bounded by the request's size. Never panics.
 #[doc(hidden)]
-pub fn match_response(kinds: &[Kind], response: proto::BatchResponse) -> Vec<EntryOutcome> {
+pub fn match_response(kinds: &[Kind], response: proto::BatchResponse) -> Matched {
     let len = kinds.len();
-    if response.resp.is_empty() {
-        let error = Error::internal(format!(
-            "the Coordinator answered a batch of {len} entries with no entries"
-        ));
-        return kinds
-            .iter()
-            .map(|_| EntryOutcome::Answered(Err(error.clone())))
-            .collect();
+    let answers = response.resp.len();
+    if answers == 0 || answers > len {
+        let error = if answers == 0 {
+            Error::internal(format!(
+                "the Coordinator answered a batch of {len} entries with no entries"
+            ))
+        } else {
+            bad_response(
+                "resp",
+                format_args!("{answers} answers for a batch of {len} entries"),
+            )
+        };
+        return Matched {
+            outcomes: kinds
+                .iter()
+                .map(|_| EntryOutcome::Answered(Err(error.clone())))
+                .collect(),
+            ignored: 0,
+            malformed: true,
+        };
     }
     let mut outcomes: Vec<EntryOutcome> = kinds.iter().map(|_| EntryOutcome::Unanswered).collect();
+    let mut ignored = 0;
     for answer in response.resp {
-        let index = answer.index;
-        let slot = usize::try_from(index)
+        let slot = usize::try_from(answer.index)
             .ok()
             .and_then(|i| outcomes.get_mut(i).zip(kinds.get(i)));
         match slot {
-            None => tracing::warn!(
-                index,
-                entries = len,
-                "ignoring a batch answer with an out-of-range index"
-            ),
             Some((slot @ EntryOutcome::Unanswered, &kind)) => {
                 *slot = EntryOutcome::Answered(reply_for(kind, answer.value));
             }
-            Some((EntryOutcome::Answered(_), _)) => {
-                tracing::warn!(index, "ignoring a repeated batch answer");
-            }
+            // Out of range, or answered already.
+            _ => ignored += 1,
         }
     }
-    outcomes
+    Matched {
+        outcomes,
+        ignored,
+        malformed: false,
+    }
 }
 
 fn answer_name(value: &AnswerValue) -> &'static str {
@@ -512,7 +546,7 @@ struct Worker {
     /// False once every client handle is gone or the client was closed and the
     /// command queue is drained.
     accepting: bool,
-    transport: Arc<dyn BatchTransport>,
+    transport: SharedClient,
     options: BatchOptions,
     counters: Arc<Counters>,
     /// Queued entries, oldest first (`queued_at` never decreases front to back).
@@ -637,9 +671,12 @@ impl Worker {
                     self.push(pending);
                 }
             }
-            // The batch's task panicked or was cancelled: its entries' reply
-            // senders are gone, so their callers get an `Unavailable` error.
-            Err(error) => tracing::error!(%error, "a batch task failed"),
+            // The batch's task was cancelled (or panicked outside the
+            // transport, whose panics are caught): its entries' reply senders
+            // are gone, so their callers get an `Unavailable` error saying so.
+            Err(error) => {
+                tracing::error!(%error, "a batch task ended without answering its entries")
+            }
         }
     }
 }
@@ -653,7 +690,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Sends one batch and answers its entries; returns the entries to re-queue.
 async fn send_batch(
-    transport: Arc<dyn BatchTransport>,
+    transport: SharedClient,
     batch: Vec<Pending>,
     counters: Arc<Counters>,
     max_requeues: u32,
@@ -669,7 +706,9 @@ async fn send_batch(
         .fetch_max(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
     tracing::trace!(entries = len, "sending a batch");
 
-    let response = match transport.send_batch(request).await {
+    let options = CallOptions::new().with_max_response_size(response_size_limit(len));
+    let call = CatchPanic::call("the Batch call", || transport.batch(options, request));
+    let response = match call.await {
         Ok(response) => response,
         Err(error) => {
             Counters::add(&counters.failed_batches, 1);
@@ -680,16 +719,28 @@ async fn send_batch(
             return Vec::new();
         }
     };
-    if response.resp.is_empty() {
+
+    let kinds: Vec<Kind> = batch.iter().map(|p| p.kind).collect();
+    let Matched {
+        outcomes,
+        ignored,
+        malformed,
+    } = match_response(&kinds, response);
+    if malformed {
         Counters::add(&counters.failed_batches, 1);
         tracing::warn!(
             entries = len,
-            "the Coordinator answered a batch with no entries"
+            "the Coordinator answered a batch with a malformed response"
         );
     }
-
-    let kinds: Vec<Kind> = batch.iter().map(|p| p.kind).collect();
-    let outcomes = match_response(&kinds, response);
+    if ignored > 0 {
+        Counters::add(&counters.ignored_answers, ignored);
+        tracing::warn!(
+            ignored,
+            entries = len,
+            "ignored batch answers with out-of-range or repeated indexes"
+        );
+    }
     let mut requeue = Vec::new();
     for (mut pending, outcome) in batch.into_iter().zip(outcomes) {
         if let EntryOutcome::Answered(reply) = outcome {
@@ -722,10 +773,14 @@ async fn send_batch(
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    use coordinator_api::{Code, StreamId};
+    use coordinator_api::{
+        Code, Coordinator, LogStreamState, RegisterRequest, StreamId, TerminateRequest,
+    };
     use tokio::sync::Mutex;
 
     use super::*;
+    use crate::ServicesCoordinator;
+    use crate::convert::register_to_wire;
 
     /// A transport that hands every batch to the test, which answers it.
     struct ScriptedTransport {
@@ -734,11 +789,36 @@ mod tests {
 
     type BatchResult = Result<proto::BatchResponse, Error>;
 
-    impl BatchTransport for ScriptedTransport {
-        fn send_batch(
+    impl ServicesClient for ScriptedTransport {
+        fn register_stream(
             &self,
+            _: CallOptions,
+            _: proto::RegisterStreamRequest,
+        ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+            unreachable!("the batching client sends only batches")
+        }
+
+        fn terminate_stream(
+            &self,
+            _: CallOptions,
+            _: proto::TerminateStreamRequest,
+        ) -> ServicesFuture<'_, ()> {
+            unreachable!("the batching client sends only batches")
+        }
+
+        fn batch(
+            &self,
+            options: CallOptions,
             request: proto::BatchRequest,
-        ) -> CoordinatorFuture<'static, BatchResult> {
+        ) -> ServicesFuture<'_, proto::BatchResponse> {
+            assert_eq!(
+                options.max_response_size,
+                Some(response_size_limit(request.req.len())),
+                "every Batch call is bounded by what the batch can answer"
+            );
+            if request.req.iter().any(|e| desc_of(e).ends_with("/panic")) {
+                panic!("transport bug");
+            }
             let (tx, rx) = oneshot::channel();
             let sent = self.batches.send((request, tx));
             CoordinatorFuture::new(async move {
@@ -841,7 +921,7 @@ mod tests {
 
     async fn call(client: &BatchingClient, name: &str) -> Result<Arc<LogStreamState>, Error> {
         let req = register(name);
-        client
+        ServicesCoordinator::new(client)
             .register_stream(&req, req.path.as_str().as_bytes())
             .await
     }
@@ -1028,7 +1108,8 @@ mod tests {
         out_of_range.index = 3;
         let mut negative = keep.clone();
         negative.index = -1;
-        resp.resp = vec![keep, dup, out_of_range, negative];
+        // No more answers than entries (a longer answer is malformed as a whole).
+        resp.resp = vec![keep, dup, out_of_range];
         r1.send(Ok(resp)).unwrap();
         // The two others are re-queued and go out after the delay.
         let start = Instant::now();
@@ -1040,6 +1121,7 @@ mod tests {
         // Batch 2: answer the first of them only; batch 3: nothing for the last.
         let mut resp = answer_all(&b2);
         resp.resp.truncate(1);
+        resp.resp.push(negative);
         r2.send(Ok(resp)).unwrap();
         let (b3, r3) = h.next_batch().await;
         assert_eq!(b3.req.len(), 1);
@@ -1067,6 +1149,9 @@ mod tests {
         }
         assert_eq!(ok, 2);
         assert_eq!(h.client.stats().requeued_entries, 2 + 1);
+        // Batch 1: a repeated and an out-of-range index; batch 2: a negative
+        // one; batch 3: one more out of range.
+        assert_eq!(h.client.stats().ignored_answers, 2 + 1 + 1);
         assert_eq!(h.client.stats().batches_sent, 3);
     }
 
@@ -1082,6 +1167,55 @@ mod tests {
             assert!(e.is_transient());
         }
         assert_eq!(h.client.stats().failed_batches, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_answers_than_entries_fail_every_entry_transiently() {
+        let h = Harness::new(BatchOptions::default().with_max_entries(2));
+        let mut calls = spawn_calls(&h.client, (0..2).map(|i| format!("s{i}")));
+        let (batch, reply) = h.next_batch().await;
+        let mut response = answer_all(&batch);
+        // A flood of answers: only as many as the batch's entries are allowed.
+        let extra = response.resp[0].clone();
+        response.resp.extend(std::iter::repeat_n(extra, 10_000));
+        reply.send(Ok(response)).unwrap();
+        while let Some(j) = calls.join_next().await {
+            let e = j.unwrap().1.unwrap_err();
+            assert_eq!(e.code(), Code::Internal);
+            assert!(e.is_transient());
+            assert!(
+                e.message().contains("10002 answers for a batch of 2"),
+                "{e}"
+            );
+        }
+        let stats = h.client.stats();
+        assert_eq!((stats.failed_batches, stats.ignored_answers), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_transport_is_a_transient_error_that_says_so() {
+        let h = Harness::new(BatchOptions::default().with_max_entries(2));
+        let mut calls = spawn_calls(&h.client, ["s0".to_string(), "panic".to_string()]);
+        while let Some(j) = calls.join_next().await {
+            let e = j.unwrap().1.unwrap_err();
+            assert_eq!(e.code(), Code::Internal);
+            assert!(e.is_transient());
+            assert!(e.message().contains("panicked: transport bug"), "{e}");
+        }
+        // The client still works.
+        let mut calls = spawn_calls(&h.client, ["s1".to_string(), "s2".to_string()]);
+        let (batch, reply) = h.next_batch().await;
+        reply.send(Ok(answer_all(&batch))).unwrap();
+        while let Some(j) = calls.join_next().await {
+            j.unwrap().1.unwrap();
+        }
+    }
+
+    #[test]
+    fn response_limit_grows_with_the_batch_and_never_overflows() {
+        assert!(response_size_limit(20) < 512 * 1024);
+        assert!(response_size_limit(1) < response_size_limit(2));
+        assert_eq!(response_size_limit(usize::MAX), usize::MAX);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1105,7 +1239,7 @@ mod tests {
         let h = Harness::new(BatchOptions::default().with_max_entries(4));
         let (a, b) = (register("a"), register("b"));
         let (t1, t2) = (terminate("c"), terminate("d"));
-        let client = &h.client;
+        let client = &ServicesCoordinator::new(&h.client);
         let calls = async {
             tokio::join!(
                 client.register_stream(&a, b"pre/+/a"),
@@ -1157,7 +1291,7 @@ mod tests {
             rt2.unwrap_err(),
         ] {
             assert_eq!(e.code(), Code::Internal, "{e}");
-            assert!(!e.is_transient(), "{e}");
+            assert!(e.is_transient(), "a malformed answer is not kept: {e}");
         }
     }
 
@@ -1165,7 +1299,8 @@ mod tests {
     async fn terminate_entries_succeed_with_no_value() {
         let h = Harness::new(BatchOptions::default().with_max_entries(1));
         let t = terminate("x");
-        let (result, ()) = tokio::join!(h.client.terminate_stream(&t), async {
+        let coordinator = ServicesCoordinator::new(&h.client);
+        let (result, ()) = tokio::join!(coordinator.terminate_stream(&t), async {
             let (batch, reply) = h.next_batch().await;
             let Some(RequestValue::TerminateStream(wire)) = &batch.req[0].value else {
                 panic!("not a terminate entry");
@@ -1288,11 +1423,13 @@ mod tests {
             BatchingClient::new(ScriptedTransport { batches: tx }, BatchOptions::default())
                 .unwrap();
         let req = register("a");
-        let (result, ()) = tokio::join!(client.register_stream(&req, b"pre/+/a"), async {
+        let coordinator = ServicesCoordinator::new(&client);
+        let (result, ()) = tokio::join!(coordinator.register_stream(&req, b"pre/+/a"), async {
             let (b, r) = rx.recv().await.unwrap();
             r.send(Ok(answer_all(&b))).unwrap();
         });
         result.unwrap();
+        drop(coordinator);
         drop(client);
         // The worker drops the transport (and its sender) when it stops.
         assert!(rx.recv().await.is_none());

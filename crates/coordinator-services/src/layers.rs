@@ -1,0 +1,301 @@
+//! The layers that wrap any [`ServicesClient`]: [`Retry`], [`AttemptTimeout`]
+//! and [`ConcurrencyLimit`]. (Batching is [`BatchingClient`](crate::BatchingClient).)
+//!
+//! Each is a `ServicesClient` over another `ServicesClient`, so they compose in
+//! any order. [`ServicesStack`](crate::ServicesStack) builds the usual order:
+//! retry → batching → concurrency limit → attempt timeout → transport.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordinator_api::{CoordinatorFuture, Error};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::client::{CallOptions, ServicesClient, ServicesFuture};
+use crate::convert::check_register_response;
+use crate::panic::CatchPanic;
+use crate::proto::logdog as proto;
+use crate::retry::{RetryPolicy, retry_until};
+
+/// One RPC of the inner client, as a function of the call's options and
+/// request.
+type Call<'a, S, Req, T> = fn(&'a S, CallOptions, Req) -> ServicesFuture<'a, T>;
+
+/// Implements [`ServicesClient`] for a layer type through its `around` method,
+/// which runs one call of the inner client (given as a [`Call`]).
+macro_rules! layer_client {
+    ($ty:ident) => {
+        impl<S: ServicesClient> ServicesClient for $ty<S> {
+            fn register_stream(
+                &self,
+                options: CallOptions,
+                request: proto::RegisterStreamRequest,
+            ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+                self.around("RegisterStream", options, request, |inner, o, r| {
+                    inner.register_stream(o, r)
+                })
+            }
+
+            fn terminate_stream(
+                &self,
+                options: CallOptions,
+                request: proto::TerminateStreamRequest,
+            ) -> ServicesFuture<'_, ()> {
+                self.around("TerminateStream", options, request, |inner, o, r| {
+                    inner.terminate_stream(o, r)
+                })
+            }
+
+            fn batch(
+                &self,
+                options: CallOptions,
+                request: proto::BatchRequest,
+            ) -> ServicesFuture<'_, proto::BatchResponse> {
+                self.around("Batch", options, request, |inner, o, r| inner.batch(o, r))
+            }
+
+            fn load_stream(
+                &self,
+                options: CallOptions,
+                request: proto::LoadStreamRequest,
+            ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+                self.around("LoadStream", options, request, |inner, o, r| {
+                    inner.load_stream(o, r)
+                })
+            }
+        }
+    };
+}
+
+/// Retries transient failures of the inner client per a [`RetryPolicy`],
+/// within an optional overall deadline per call.
+///
+/// - Each attempt gets a clone of the request and the call's options with the
+///   overall deadline applied, so the transport sends the time left.
+/// - Only [retryable](Error::is_retryable) errors are retried; after the last
+///   retry the last error is returned (still transient).
+/// - A `RegisterStream` response whose own `error` field is set is that error,
+///   and a malformed one (missing state, an ID LogDog does not issue, a secret
+///   of the wrong length) is a transient error: both are retried like a
+///   failed call.
+/// - A panic inside an attempt is a transient `Internal` error for that
+///   attempt (and is retried).
+/// - When the overall deadline passes, the call fails with a transient
+///   `DeadlineExceeded` error.
+///
+/// Cancel-safe: dropping the call abandons the current attempt.
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    policy: RetryPolicy,
+    deadline: Option<Duration>,
+}
+
+impl<S> Retry<S> {
+    /// Retries `inner`'s transient failures per `policy`, with no overall
+    /// deadline.
+    pub fn new(inner: S, policy: RetryPolicy) -> Self {
+        Retry {
+            inner,
+            policy,
+            deadline: None,
+        }
+    }
+
+    /// The same layer with an overall deadline per call, across all attempts
+    /// and backoff delays (`None`: none).
+    pub fn with_deadline(mut self, deadline: impl Into<Option<Duration>>) -> Self {
+        self.deadline = deadline.into();
+        self
+    }
+
+    /// The retry policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// The inner client.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn around<'a, Req, T>(
+        &'a self,
+        what: &'static str,
+        options: CallOptions,
+        request: Req,
+        call: Call<'a, S, Req, T>,
+    ) -> ServicesFuture<'a, T>
+    where
+        Req: Clone + Send + Sync + 'a,
+        T: Checked + Send + 'a,
+        S: ServicesClient,
+    {
+        CoordinatorFuture::new(async move {
+            let deadline_at = self.deadline.map(|d| Instant::now() + d);
+            let options = match deadline_at {
+                Some(at) => options.with_deadline(at),
+                None => options,
+            };
+            retry_until(&self.policy, deadline_at, self.deadline, &what, || {
+                let request = request.clone();
+                let attempt = CatchPanic::call(what, || call(&self.inner, options, request));
+                async move { attempt.await.and_then(T::check) }
+            })
+            .await
+        })
+    }
+}
+
+layer_client!(Retry);
+
+impl<S> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("policy", &self.policy)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the retry layer checks in a successful answer before accepting it.
+trait Checked: Sized {
+    fn check(self) -> Result<Self, Error> {
+        Ok(self)
+    }
+}
+
+impl Checked for proto::RegisterStreamResponse {
+    fn check(self) -> Result<Self, Error> {
+        check_register_response(self)
+    }
+}
+impl Checked for () {}
+impl Checked for proto::BatchResponse {}
+impl Checked for proto::LoadStreamResponse {}
+
+/// Bounds each call of the inner client by a timeout.
+///
+/// The call's options get the earlier of their deadline and now + the timeout,
+/// so the transport sends the time left to the server. A call still running at
+/// that deadline is dropped and fails with a transient `DeadlineExceeded`
+/// error. The timeout covers the whole attempt, receiving and decoding the
+/// response included.
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> AttemptTimeout<S> {
+    /// Bounds each call of `inner` by `timeout`.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        AttemptTimeout { inner, timeout }
+    }
+
+    /// The inner client.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn around<'a, Req, T>(
+        &'a self,
+        what: &'static str,
+        options: CallOptions,
+        request: Req,
+        call: Call<'a, S, Req, T>,
+    ) -> ServicesFuture<'a, T>
+    where
+        Req: Send + 'a,
+        T: Send + 'a,
+        S: ServicesClient,
+    {
+        let own = Instant::now() + self.timeout;
+        let options = options.with_deadline(own);
+        let at = options.deadline.unwrap_or(own);
+        let timeout = self.timeout;
+        let attempt = call(&self.inner, options, request);
+        CoordinatorFuture::new(async move {
+            match tokio::time::timeout_at(at, attempt).await {
+                Ok(result) => result,
+                Err(_) if at < own => Err(Error::deadline_exceeded(format!(
+                    "{what}: the call's deadline passed during the attempt"
+                ))),
+                Err(_) => Err(Error::deadline_exceeded(format!(
+                    "{what}: the attempt timed out after {timeout:?}"
+                ))),
+            }
+        })
+    }
+}
+
+layer_client!(AttemptTimeout);
+
+/// At most `limit` calls of the inner client in flight at once (shared by
+/// clones); further calls wait for a slot, in order.
+///
+/// Waiting counts against the call's deadline (a [`Retry`] layer's, above)
+/// but not against an [`AttemptTimeout`] below.
+#[derive(Clone)]
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    limit: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl<S> ConcurrencyLimit<S> {
+    /// At most `limit` calls of `inner` at once (0 is treated as 1).
+    pub fn new(inner: S, limit: usize) -> Self {
+        let limit = limit.max(1);
+        ConcurrencyLimit {
+            inner,
+            limit,
+            slots: Arc::new(Semaphore::new(limit)),
+        }
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The inner client.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn around<'a, Req, T>(
+        &'a self,
+        _what: &'static str,
+        options: CallOptions,
+        request: Req,
+        call: Call<'a, S, Req, T>,
+    ) -> ServicesFuture<'a, T>
+    where
+        Req: Send + 'a,
+        T: Send + 'a,
+        S: ServicesClient,
+    {
+        CoordinatorFuture::new(async move {
+            let _permit = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| Error::unavailable("the concurrency limiter is closed"))?;
+            call(&self.inner, options, request).await
+        })
+    }
+}
+
+layer_client!(ConcurrencyLimit);
+
+impl<S> fmt::Debug for ConcurrencyLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimit")
+            .field("limit", &self.limit)
+            .field("available", &self.slots.available_permits())
+            .finish_non_exhaustive()
+    }
+}
