@@ -78,7 +78,7 @@ impl Code {
     }
 
     /// True for the codes worth retrying: `Internal`, `Unknown`, `Unavailable`,
-    /// `DeadlineExceeded`. Every other code is permanent.
+    /// `DeadlineExceeded`. Every other code is permanent (`docs/behaviour.md` §3).
     pub fn is_transient(self) -> bool {
         matches!(
             self,
