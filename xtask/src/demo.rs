@@ -1292,40 +1292,35 @@ mod tests {
         plans
     }
 
-    #[tokio::test]
-    async fn verification_retries_transient_load_stream_errors() {
+    /// Verifies finished streams through `LoadStream` on a fake server treated as
+    /// external, whose next `n` `LoadStream` calls fail with `code`; returns the
+    /// outcome and the retries counted.
+    async fn verify_with_load_failures(n: usize, code: Code) -> (Result<usize>, u64) {
         let server = FakeServicesServer::start().await;
-        let plans = finished_streams(&server, "t4").await;
-        server
-            .faults()
-            .fail_next_rpc(RpcKind::LoadStream, 3, Code::Unavailable);
-
+        let plans = finished_streams(&server, "verify").await;
+        server.faults().fail_next_rpc(RpcKind::LoadStream, n, code);
         let retries = AtomicU64::new(0);
         let target = Target::External(server.endpoint());
-        let verified = verify(&plans, &target, false, &retries).await.unwrap();
-        assert_eq!((verified, retries.load(Ordering::SeqCst)), (3, 3));
+        let result = verify(&plans, &target, false, &retries).await;
         server.shutdown().await;
+        (result, retries.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn verification_retries_transient_load_stream_errors() {
+        let (result, retries) = verify_with_load_failures(3, Code::Unavailable).await;
+        assert_eq!((result.unwrap(), retries), (3, 3));
     }
 
     #[tokio::test]
     async fn verification_stops_at_a_permanent_load_stream_error() {
-        let server = FakeServicesServer::start().await;
-        let plans = finished_streams(&server, "t5").await;
-        server
-            .faults()
-            .fail_next_rpc(RpcKind::LoadStream, 1, Code::PermissionDenied);
-
-        let retries = AtomicU64::new(0);
-        let target = Target::External(server.endpoint());
-        let error = verify(&plans, &target, false, &retries).await.unwrap_err();
+        let (result, retries) = verify_with_load_failures(1, Code::PermissionDenied).await;
+        let error = result.unwrap_err().to_string();
         assert!(
-            error
-                .to_string()
-                .ends_with(": PERMISSION_DENIED: injected fault (permanent)"),
+            error.ends_with(": PERMISSION_DENIED: injected fault (permanent)"),
             "{error}"
         );
-        assert_eq!(retries.load(Ordering::SeqCst), 0);
-        server.shutdown().await;
+        assert_eq!(retries, 0);
     }
 
     #[tokio::test]
