@@ -1,13 +1,27 @@
 //! `cargo xtask demo`: a simulated collector driven through the whole stack
 //! (cache → gRPC transport, batched by default → in-process fake Coordinator),
 //! then checked against the server's state.
+//!
+//! The demo measures throughput, so it runs optimized code: started from an
+//! unoptimized (debug) xtask, [`run`] re-runs itself from a release build
+//! (`$CARGO run --release`), unless `--no-release`. The report names the build
+//! profile its figures come from.
+//!
+//! A run never hangs on a failure: a permanent error, or a bundle that keeps
+//! failing transiently after [`MAX_DELIVERIES`], stops every worker and ends the
+//! run with an error that names the stream, the bundle and the Coordinator's
+//! answer (and a non-zero exit).
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::future::Future;
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Args;
 use coordinator::cache::{CacheStats, CachedCoordinator};
 use coordinator::grpc::proto::logdog::LoadStreamRequest;
@@ -15,14 +29,15 @@ use coordinator::grpc::proto::logdog::services_client::ServicesClient;
 use coordinator::grpc::{BatchOptions, GrpcCoordinator, RetryPolicy};
 use coordinator::testkit::{FakeServer, FakeServicesServer};
 use coordinator::{
-    Code, Coordinator, MessageIndex, PrefixSecret, ProjectName, RegisterRequest, StreamId,
-    StreamName, StreamPath, TerminateRequest,
+    Code, Coordinator, CoordinatorFuture, Error, LogStreamState, MessageIndex, PrefixSecret,
+    ProjectName, RegisterRequest, StreamId, StreamName, StreamPath, TerminateRequest,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 /// Flags of `cargo xtask demo`.
 #[derive(Args, Debug, Clone)]
@@ -62,11 +77,29 @@ pub(crate) struct DemoArgs {
     /// Seed for the delivery order, duplicates and faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run in this process even if it is an unoptimized build (the figures then
+    /// understate throughput several times) instead of re-running from a
+    /// release build.
+    #[arg(long)]
+    no_release: bool,
 }
+
+/// The build profile of this process: `release` for an optimized build (no
+/// debug assertions), `debug` otherwise.
+const PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
+/// Set for the release re-run, so that it never re-runs itself again.
+const RERUN_ENV: &str = "XTASK_DEMO_RERUN";
 
 /// What one run measured.
 #[derive(Debug, Serialize)]
 struct RunReport {
+    /// Unique per run; part of every stream name of the run.
+    run_id: String,
     cache: bool,
     batched: bool,
     bundles_delivered: u64,
@@ -79,6 +112,10 @@ struct RunReport {
     /// RPCs that reached the server (embedded server only).
     server: Option<ServerCounts>,
     cache_stats: Option<CacheReport>,
+    /// What the transport did, counted on the client.
+    transport: TransportReport,
+    /// `LoadStream` checks retried after a transient error (external server).
+    verify_retries: u64,
     register_latency_us_p50: u64,
     register_latency_us_p99: u64,
     verified_streams: usize,
@@ -101,8 +138,30 @@ struct CacheReport {
     inner_terminate_calls: u64,
 }
 
+/// The transport's side of a run, counted on the client: the fake server keeps
+/// no count of the faults it injects, so faults are counted as the client saw
+/// them.
+#[derive(Debug, Serialize)]
+struct TransportReport {
+    /// Calls that reached the transport (below the cache).
+    calls: u64,
+    /// Calls the transport answered with an error (after its retries).
+    errors: u64,
+    /// RPCs sent (`Batch` RPCs when batched).
+    rpcs_sent: u64,
+    /// RPCs that failed: direct RPC attempts that did not succeed, or `Batch`
+    /// RPCs that failed or came back with no entries.
+    failed_rpcs: u64,
+    /// Batch entries the server left unanswered (re-sent by the batching client).
+    unanswered_entries: Option<u64>,
+    /// Attempts the transport's retry policy made after a transient failure.
+    retries: u64,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
+    /// The build profile that produced the figures (`release` or `debug`).
+    profile: &'static str,
     streams: usize,
     bundles_per_stream: u32,
     workers: usize,
@@ -143,11 +202,34 @@ pub(crate) fn run(args: DemoArgs) -> Result<()> {
     if let Some(rate) = args.chaos {
         ensure!((0.0..1.0).contains(&rate), "--chaos takes a rate in [0, 1)");
     }
+    if PROFILE == "debug" && !args.no_release && std::env::var_os(RERUN_ENV).is_none() {
+        return rerun_optimized();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(run_async(args))
+}
+
+/// Runs this same command line from a release build of xtask and exits with its
+/// status.
+fn rerun_optimized() -> Result<()> {
+    // Everything after the program name: `demo` and its flags, as given.
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    eprintln!("demo: running an optimized build (cargo run --release; --no-release skips this)");
+    let status = Command::new(crate::cargo_bin())
+        .args(["run", "--release", "--package", "xtask", "--"])
+        .args(&args)
+        .env(RERUN_ENV, "1")
+        .current_dir(crate::root())
+        .status()
+        .context("running cargo run --release --package xtask")?;
+    if !status.success() {
+        // The release run reported its own error.
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
 }
 
 async fn run_async(args: DemoArgs) -> Result<()> {
@@ -160,15 +242,13 @@ async fn run_async(args: DemoArgs) -> Result<()> {
     }
     let (rpc_reduction, speedup) = match (runs.first(), runs.get(1)) {
         (Some(c), Some(u)) if c.cache && !u.cache => (
-            match (&c.server, &u.server) {
-                (Some(cs), Some(us)) => Some(rpc_total(us) as f64 / rpc_total(cs).max(1) as f64),
-                _ => None,
-            },
+            Some(rpcs(u) as f64 / rpcs(c).max(1) as f64),
             Some(c.bundles_per_sec / u.bundles_per_sec.max(f64::MIN_POSITIVE)),
         ),
         _ => (None, None),
     };
     let report = Report {
+        profile: PROFILE,
         streams: args.streams,
         bundles_per_stream: args.bundles,
         workers: args.workers,
@@ -185,6 +265,15 @@ async fn run_async(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// The RPCs of a run: as the server counted them (embedded server), else as the
+/// client sent them.
+fn rpcs(run: &RunReport) -> u64 {
+    match &run.server {
+        Some(s) => rpc_total(s),
+        None => run.transport.rpcs_sent,
+    }
+}
+
 fn rpc_total(s: &ServerCounts) -> u64 {
     s.register_rpcs + s.terminate_rpcs + s.batch_rpcs
 }
@@ -197,6 +286,7 @@ enum Target {
 
 async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
     let mut rng = StdRng::seed_from_u64(args.seed);
+    let run_id = new_run_id();
     let (target, prefixes) = match &args.endpoint {
         None => {
             let server = FakeServicesServer::start().await;
@@ -219,74 +309,66 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
             parse_prefixes(&args.prefixes)?,
         ),
     };
-    let plans = plan_streams(args, &prefixes, &mut rng)?;
+    let plans = plan_streams(args, &run_id, &prefixes, &mut rng)?;
     let deliveries = plan_deliveries(&plans, &mut rng);
 
-    let transport = match &target {
-        Target::Embedded(server) => transport(args, server.channel())?,
+    let counts = Arc::new(TransportCounts::default());
+    let grpc = match &target {
+        Target::Embedded(server) => transport(args, server.channel(), &counts)?,
         Target::External(url) => {
             let channel = tonic::transport::Endpoint::from_shared(url.clone())
                 .context("parsing --endpoint")?
                 .connect_lazy();
-            transport(args, channel)?
+            transport(args, channel, &counts)?
         }
     };
     if let (Target::Embedded(server), Some(rate)) = (&target, args.chaos) {
         inject_chaos(server, rate, args.seed);
     }
+    let counted = Arc::new(CountedTransport {
+        inner: grpc.clone(),
+        counts: counts.clone(),
+    });
     let cached =
-        cache.then(|| Arc::new(CachedCoordinator::new(transport.clone(), 0, Duration::ZERO)));
+        cache.then(|| Arc::new(CachedCoordinator::new(counted.clone(), 0, Duration::ZERO)));
     let coordinator: Arc<dyn Coordinator> = match &cached {
         Some(c) => c.clone(),
-        None => transport.clone(),
+        None => counted,
     };
 
     let label = if cache { "with cache" } else { "without cache" };
     let progress = progress_bar(args, deliveries.len() as u64, label);
-    let shared = Arc::new(Shared {
-        queue: parking_lot::Mutex::new(deliveries.into_iter().map(|d| (d, 0u32)).collect()),
-        outstanding: AtomicUsize::new(0),
-        register_calls: AtomicU64::new(0),
-        terminate_calls: AtomicU64::new(0),
-        redeliveries: AtomicU64::new(0),
-        secret_mismatch: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        plans,
-        progress: progress.clone(),
-    });
-    shared
-        .outstanding
-        .store(shared.queue.lock().len(), Ordering::SeqCst);
+    let shared = Arc::new(Shared::new(plans, deliveries, progress.clone()));
 
     let started = Instant::now();
-    let mut workers = Vec::with_capacity(args.workers);
-    for _ in 0..args.workers {
-        let shared = shared.clone();
-        let coordinator = coordinator.clone();
-        workers.push(tokio::spawn(
-            async move { worker(&shared, &*coordinator).await },
-        ));
-    }
-    let mut latencies = Vec::new();
-    for w in workers {
-        latencies.extend(w.await.context("a collector worker panicked")??);
-    }
+    let driven = drive(&shared, &coordinator, args.workers).await;
     let elapsed = started.elapsed();
     progress.finish_and_clear();
+    let mut latencies =
+        driven.with_context(|| format!("the run {label} (run id {run_id}) stopped"))?;
 
-    let verified = verify(&shared.plans, &target, cache && args.chaos.is_none()).await?;
+    let verify_retries = AtomicU64::new(0);
+    let verified = verify(
+        &shared.plans,
+        &target,
+        cache && args.chaos.is_none(),
+        &verify_retries,
+    )
+    .await?;
     latencies.sort_unstable();
-    let delivered = shared.delivered.load(Ordering::SeqCst);
+    let counters = &shared.counters;
+    let delivered = counters.delivered.load(Ordering::SeqCst);
     let report = RunReport {
+        run_id,
         cache,
         batched: !args.direct,
         bundles_delivered: delivered,
         bundles_per_sec: delivered as f64 / elapsed.as_secs_f64(),
         elapsed_secs: elapsed.as_secs_f64(),
-        register_calls: shared.register_calls.load(Ordering::SeqCst),
-        terminate_calls: shared.terminate_calls.load(Ordering::SeqCst),
-        redeliveries: shared.redeliveries.load(Ordering::SeqCst),
-        dropped_secret_mismatch: shared.secret_mismatch.load(Ordering::SeqCst),
+        register_calls: counters.register_calls.load(Ordering::SeqCst),
+        terminate_calls: counters.terminate_calls.load(Ordering::SeqCst),
+        redeliveries: counters.redeliveries.load(Ordering::SeqCst),
+        dropped_secret_mismatch: counters.secret_mismatch.load(Ordering::SeqCst),
         server: match &target {
             Target::Embedded(server) => {
                 let calls = server.calls();
@@ -300,6 +382,8 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
             Target::External(_) => None,
         },
         cache_stats: cached.as_ref().map(|c| cache_report(&c.stats())),
+        transport: transport_report(&counts, &grpc),
+        verify_retries: verify_retries.load(Ordering::SeqCst),
         register_latency_us_p50: percentile(&latencies, 0.50),
         register_latency_us_p99: percentile(&latencies, 0.99),
         verified_streams: verified,
@@ -310,10 +394,26 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
     Ok(report)
 }
 
+/// A fresh run id: 8 hex digits from the operating system's random source, so
+/// that runs against the same server never share streams.
+fn new_run_id() -> String {
+    format!("{:08x}", rand::rng().random::<u32>())
+}
+
 /// The gRPC transport: batched unless `--direct`; quick retries so that injected
 /// faults are absorbed within the run.
-fn transport(args: &DemoArgs, channel: tonic::transport::Channel) -> Result<Arc<GrpcCoordinator>> {
+fn transport(
+    args: &DemoArgs,
+    channel: tonic::transport::Channel,
+    counts: &Arc<TransportCounts>,
+) -> Result<Arc<GrpcCoordinator>> {
+    let counts = counts.clone();
     let mut builder = GrpcCoordinator::builder()
+        // Runs once per RPC sent, retries included.
+        .interceptor(move |request| {
+            counts.rpcs_sent.fetch_add(1, Ordering::Relaxed);
+            Ok(request)
+        })
         .retry(
             RetryPolicy::default()
                 .with_initial_delay(Duration::from_millis(5))
@@ -337,6 +437,77 @@ fn inject_chaos(server: &FakeServer, rate: f64, seed: u64) {
     faults.set_latency(Duration::from_millis(1));
     faults.drop_next_batch_entries(5);
     faults.empty_next_batches(1);
+}
+
+/// Client-side counts of the transport's work.
+#[derive(Default)]
+struct TransportCounts {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    rpcs_sent: AtomicU64,
+}
+
+/// The transport as the cache (or the workers) see it, counting the calls that
+/// reach it and the errors it returns.
+struct CountedTransport {
+    inner: Arc<GrpcCoordinator>,
+    counts: Arc<TransportCounts>,
+}
+
+impl CountedTransport {
+    async fn count<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        self.counts.calls.fetch_add(1, Ordering::Relaxed);
+        let result = call.await;
+        if result.is_err() {
+            self.counts.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Coordinator for CountedTransport {
+    fn register_stream<'a>(
+        &'a self,
+        request: &'a RegisterRequest,
+        desc: &'a [u8],
+    ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
+        CoordinatorFuture::new(self.count(self.inner.register_stream(request, desc)))
+    }
+
+    fn terminate_stream<'a>(
+        &'a self,
+        request: &'a TerminateRequest,
+    ) -> CoordinatorFuture<'a, Result<(), Error>> {
+        CoordinatorFuture::new(self.count(self.inner.terminate_stream(request)))
+    }
+}
+
+/// Derives retries and failures from the counts. Every call makes one attempt
+/// plus one per retry; an attempt is an RPC (direct) or a batch entry sent for
+/// the first time (batched: re-sent unanswered entries are not new attempts).
+fn transport_report(counts: &TransportCounts, grpc: &GrpcCoordinator) -> TransportReport {
+    let calls = counts.calls.load(Ordering::SeqCst);
+    let errors = counts.errors.load(Ordering::SeqCst);
+    let rpcs_sent = counts.rpcs_sent.load(Ordering::SeqCst);
+    let batch = grpc.batching_client().map(|b| b.stats());
+    let (attempts, failed_rpcs) = match batch {
+        Some(b) => (
+            b.entries_sent.saturating_sub(b.requeued_entries),
+            b.failed_batches,
+        ),
+        None => (
+            rpcs_sent,
+            rpcs_sent.saturating_sub(calls - errors.min(calls)),
+        ),
+    };
+    TransportReport {
+        calls,
+        errors,
+        rpcs_sent,
+        failed_rpcs,
+        unanswered_entries: batch.map(|b| b.requeued_entries),
+        retries: attempts.saturating_sub(calls),
+    }
 }
 
 fn cache_report(s: &CacheStats) -> CacheReport {
@@ -363,21 +534,27 @@ fn parse_prefixes(flags: &[String]) -> Result<Vec<Prefix>> {
             else {
                 bail!("--prefix takes PROJECT:PREFIX:SECRET_HEX");
             };
-            let bytes = hex::decode(secret).context("--prefix secret: not hex")?;
             Ok(Prefix {
                 project: project.parse().context("--prefix project")?,
                 prefix: prefix.parse().context("--prefix prefix")?,
-                secret: PrefixSecret::from_bytes(&bytes).context("--prefix secret")?,
+                secret: PrefixSecret::from_hex(secret).context("--prefix secret")?,
             })
         })
         .collect()
 }
 
-fn plan_streams(args: &DemoArgs, prefixes: &[Prefix], rng: &mut StdRng) -> Result<Vec<StreamPlan>> {
+/// The run's streams, `PREFIX/+/run-RUN_ID/step-N/stdout`, spread over the
+/// prefixes.
+fn plan_streams(
+    args: &DemoArgs,
+    run_id: &str,
+    prefixes: &[Prefix],
+    rng: &mut StdRng,
+) -> Result<Vec<StreamPlan>> {
     let mut plans = Vec::with_capacity(args.streams);
     for i in 0..args.streams {
         let p = &prefixes[i % prefixes.len()];
-        let name: StreamName = format!("steps/step-{i}/stdout").parse()?;
+        let name: StreamName = format!("run-{run_id}/step-{i}/stdout").parse()?;
         // One stream in ten ends inside its first bundle.
         let bundles = if rng.random_bool(0.1) {
             1
@@ -395,13 +572,18 @@ fn plan_streams(args: &DemoArgs, prefixes: &[Prefix], rng: &mut StdRng) -> Resul
 }
 
 /// Every bundle once, about 5% twice, in random order: as a message queue delivers.
-fn plan_deliveries(plans: &[StreamPlan], rng: &mut StdRng) -> Vec<(u32, u32)> {
+fn plan_deliveries(plans: &[StreamPlan], rng: &mut StdRng) -> Vec<Delivery> {
     let mut out = Vec::new();
     for (s, plan) in plans.iter().enumerate() {
         for b in 0..plan.bundles {
-            out.push((s as u32, b));
+            let delivery = Delivery {
+                stream: s as u32,
+                bundle: b,
+                attempt: 0,
+            };
+            out.push(delivery);
             if rng.random_bool(0.05) {
-                out.push((s as u32, b));
+                out.push(delivery);
             }
         }
     }
@@ -409,74 +591,191 @@ fn plan_deliveries(plans: &[StreamPlan], rng: &mut StdRng) -> Vec<(u32, u32)> {
     out
 }
 
+/// One delivery of a bundle from the queue.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    /// Index into the plans.
+    stream: u32,
+    bundle: u32,
+    /// Earlier deliveries of this bundle that failed transiently.
+    attempt: u32,
+}
+
+/// The queue and the counters the workers share.
 struct Shared {
-    queue: parking_lot::Mutex<VecDeque<((u32, u32), u32)>>,
+    queue: parking_lot::Mutex<VecDeque<Delivery>>,
+    /// Deliveries not yet processed successfully (queued or in a worker).
     outstanding: AtomicUsize,
+    /// Deliveries planned (redeliveries not counted).
+    total: usize,
+    /// Set when the run must end early: every worker returns at its next turn.
+    stop: AtomicBool,
+    counters: WorkerCounters,
+    plans: Vec<StreamPlan>,
+    progress: ProgressBar,
+}
+
+#[derive(Default)]
+struct WorkerCounters {
     register_calls: AtomicU64,
     terminate_calls: AtomicU64,
     redeliveries: AtomicU64,
     secret_mismatch: AtomicU64,
     delivered: AtomicU64,
-    plans: Vec<StreamPlan>,
-    progress: ProgressBar,
 }
 
-/// How often one bundle may be redelivered after transient failures before the run
-/// counts it as lost.
+impl Shared {
+    fn new(plans: Vec<StreamPlan>, deliveries: Vec<Delivery>, progress: ProgressBar) -> Self {
+        Shared {
+            total: deliveries.len(),
+            outstanding: AtomicUsize::new(deliveries.len()),
+            queue: parking_lot::Mutex::new(deliveries.into()),
+            stop: AtomicBool::new(false),
+            counters: WorkerCounters::default(),
+            plans,
+            progress,
+        }
+    }
+}
+
+/// How often one bundle may be delivered before a transient failure counts as
+/// final and ends the run.
 const MAX_DELIVERIES: u32 = 50;
 
-async fn worker(shared: &Shared, coordinator: &dyn Coordinator) -> Result<Vec<u64>> {
+/// A bundle the run could not process: a permanent error, or transient errors
+/// on every one of [`MAX_DELIVERIES`] deliveries.
+#[derive(Debug)]
+struct BundleFailure {
+    path: StreamPath,
+    bundle: u32,
+    deliveries: u32,
+    error: Error,
+}
+
+impl fmt::Display for BundleFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bundle {} of {} failed ", self.bundle, self.path)?;
+        if self.error.is_transient() {
+            write!(
+                f,
+                "transiently on all of its {} deliveries",
+                self.deliveries
+            )?;
+        } else {
+            f.write_str("with a permanent error")?;
+        }
+        write!(f, ": {}", self.error)
+    }
+}
+
+impl std::error::Error for BundleFailure {}
+
+/// Runs `workers` collector workers until every delivery is processed, or until
+/// the first bundle fails for good (or a worker panics): then every worker is
+/// stopped and the failure returned. Never waits for work that cannot finish.
+async fn drive(
+    shared: &Arc<Shared>,
+    coordinator: &Arc<dyn Coordinator>,
+    workers: usize,
+) -> Result<Vec<u64>> {
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let shared = shared.clone();
+        let coordinator = coordinator.clone();
+        set.spawn(async move { worker(&shared, &*coordinator).await });
+    }
+    let mut latencies = Vec::new();
+    let mut failure = None;
+    while let Some(joined) = set.join_next().await {
+        let error = match joined {
+            Ok(Ok(worker_latencies)) => {
+                latencies.extend(worker_latencies);
+                continue;
+            }
+            Ok(Err(bundle)) => anyhow!(bundle),
+            Err(join) if join.is_cancelled() => continue,
+            Err(join) => anyhow!("a collector worker panicked: {join}"),
+        };
+        if failure.is_none() {
+            failure = Some(error);
+            shared.stop.store(true, Ordering::SeqCst);
+            set.abort_all();
+        }
+    }
+    match failure {
+        None => Ok(latencies),
+        Some(error) => Err(error.context(format!(
+            "stopped after {} of {} bundle deliveries",
+            shared.counters.delivered.load(Ordering::SeqCst),
+            shared.total
+        ))),
+    }
+}
+
+async fn worker(shared: &Shared, coordinator: &dyn Coordinator) -> Result<Vec<u64>, BundleFailure> {
     let mut latencies = Vec::new();
     loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(latencies);
+        }
         let next = shared.queue.lock().pop_front();
-        let Some(((stream, bundle), attempt)) = next else {
+        let Some(delivery) = next else {
             if shared.outstanding.load(Ordering::SeqCst) == 0 {
                 return Ok(latencies);
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         };
-        let plan = &shared.plans[stream as usize];
-        match process_bundle(shared, coordinator, plan, bundle, &mut latencies).await {
+        let plan = &shared.plans[delivery.stream as usize];
+        let counters = &shared.counters;
+        match process_bundle(counters, coordinator, plan, delivery.bundle, &mut latencies).await {
             Ok(()) => {
-                shared.delivered.fetch_add(1, Ordering::SeqCst);
+                counters.delivered.fetch_add(1, Ordering::SeqCst);
                 shared.outstanding.fetch_sub(1, Ordering::SeqCst);
                 shared.progress.inc(1);
             }
-            Err(e) if e.is_transient() && attempt + 1 < MAX_DELIVERIES => {
+            Err(e) if e.is_transient() && delivery.attempt + 1 < MAX_DELIVERIES => {
                 // Nack: the queue redelivers the bundle later.
-                shared.redeliveries.fetch_add(1, Ordering::SeqCst);
-                shared
-                    .queue
-                    .lock()
-                    .push_back(((stream, bundle), attempt + 1));
+                counters.redeliveries.fetch_add(1, Ordering::SeqCst);
+                shared.queue.lock().push_back(Delivery {
+                    attempt: delivery.attempt + 1,
+                    ..delivery
+                });
             }
-            Err(e) => bail!("bundle {bundle} of {} failed: {e}", plan.path),
+            Err(error) => {
+                return Err(BundleFailure {
+                    path: plan.path.clone(),
+                    bundle: delivery.bundle,
+                    deliveries: delivery.attempt + 1,
+                    error,
+                });
+            }
         }
     }
 }
 
-/// What a collector does with one bundle (semantics.md §1).
+/// What a collector does with one bundle (the behaviour contract,
+/// `docs/behaviour.md` §1).
 async fn process_bundle(
-    shared: &Shared,
+    counters: &WorkerCounters,
     coordinator: &dyn Coordinator,
     plan: &StreamPlan,
     bundle: u32,
     latencies: &mut Vec<u64>,
-) -> Result<(), coordinator::Error> {
+) -> Result<(), Error> {
     let terminal = (bundle + 1 == plan.bundles).then(|| plan.terminal_index());
     let mut request =
         RegisterRequest::new(plan.project.clone(), plan.path.clone(), plan.secret.clone());
     request.terminal_index = terminal;
     let started = Instant::now();
-    shared.register_calls.fetch_add(1, Ordering::Relaxed);
+    counters.register_calls.fetch_add(1, Ordering::Relaxed);
     let state = coordinator
         .register_stream(&request, &descriptor(plan))
         .await?;
     latencies.push(started.elapsed().as_micros() as u64);
     // Constant-time comparison: PrefixSecret's `==`.
     if state.secret != plan.secret {
-        shared.secret_mismatch.fetch_add(1, Ordering::Relaxed);
+        counters.secret_mismatch.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
     if state.archived || state.purged {
@@ -486,7 +785,7 @@ async fn process_bundle(
     if let Some(index) = terminal
         && state.terminal_index.is_none()
     {
-        shared.terminate_calls.fetch_add(1, Ordering::Relaxed);
+        counters.terminate_calls.fetch_add(1, Ordering::Relaxed);
         coordinator
             .terminate_stream(&TerminateRequest::for_state(&state, index))
             .await?;
@@ -500,11 +799,13 @@ fn descriptor(plan: &StreamPlan) -> Vec<u8> {
 
 /// Checks every stream against the server: registered, terminated at exactly its
 /// index, and (embedded server, with the cache, no faults) registered by exactly one
-/// RPC. An external server is asked through `LoadStream`.
+/// RPC. An external server is asked through `LoadStream`, retrying transient
+/// errors with [`VERIFY_BACKOFF`] (counted in `retries`).
 async fn verify(
     plans: &[StreamPlan],
     target: &Target,
     expect_single_registration: bool,
+    retries: &AtomicU64,
 ) -> Result<usize> {
     let mut client = match target {
         Target::Embedded(_) => None,
@@ -527,12 +828,28 @@ async fn verify(
                     id: StreamId::for_path(&plan.path).to_string(),
                     desc: false,
                 };
-                match client.load_stream(request).await {
+                let load = retry_transient(VERIFY_BACKOFF, retries, || {
+                    let (mut client, request) = (client.clone(), request.clone());
+                    async move { client.load_stream(request).await }
+                });
+                match load.await {
                     Ok(response) => response.into_inner().state.map(|state| {
                         (MessageIndex::optional_from_wire(state.terminal_index), None)
                     }),
                     Err(status) if status.code() == tonic::Code::NotFound => None,
-                    Err(status) => bail!("LoadStream for {}: {status}", plan.path),
+                    Err(status) => {
+                        let code = Code::from_i32(status.code() as i32);
+                        bail!(
+                            "LoadStream for {}: {code}: {} ({})",
+                            plan.path,
+                            status.message(),
+                            if code.is_transient() {
+                                "transient, retries used up"
+                            } else {
+                                "permanent"
+                            }
+                        )
+                    }
                 }
             }
             (Target::External(_), None) => None,
@@ -569,6 +886,56 @@ async fn verify(
     Ok(plans.len())
 }
 
+/// A bounded exponential backoff.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    /// Attempts in all, the first included.
+    attempts: u32,
+    /// The delay before the first retry; it doubles after each retry.
+    first_delay: Duration,
+    /// The longest delay.
+    max_delay: Duration,
+}
+
+/// The checks' retries: 8 attempts over about 2.5 s.
+const VERIFY_BACKOFF: Backoff = Backoff {
+    attempts: 8,
+    first_delay: Duration::from_millis(10),
+    max_delay: Duration::from_secs(1),
+};
+
+/// Runs `call` until it succeeds, fails with a permanent status, or
+/// `backoff.attempts` are used up; counts each retry in `retries`. Transient
+/// statuses are those of the error table (`Internal`, `Unknown`, `Unavailable`,
+/// `DeadlineExceeded`).
+async fn retry_transient<T, F, Fut>(
+    backoff: Backoff,
+    retries: &AtomicU64,
+    mut call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let mut delay = backoff.first_delay;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(status)
+                if attempt < backoff.attempts
+                    && Code::from_i32(status.code() as i32).is_transient() =>
+            {
+                retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(backoff.max_delay);
+                attempt += 1;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
 fn percentile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -591,13 +958,32 @@ fn progress_bar(args: &DemoArgs, len: u64, label: &'static str) -> ProgressBar {
     bar
 }
 
+/// Prints one report line: a label in a fixed-width column, then the value.
+fn line(indent: usize, label: &str, value: impl fmt::Display) {
+    let width = 21usize.saturating_sub(indent);
+    println!("{:indent$}{label:<width$}{value}", "");
+}
+
 fn print_report(r: &Report) {
-    println!(
-        "collector demo: {} streams x up to {} bundles, {} workers{}",
-        r.streams,
-        r.bundles_per_stream,
-        r.workers,
-        r.chaos.map(|c| format!(", chaos {c}")).unwrap_or_default()
+    line(
+        0,
+        "collector demo",
+        format_args!(
+            "{} streams x up to {} bundles, {} workers{}",
+            r.streams,
+            r.bundles_per_stream,
+            r.workers,
+            r.chaos.map(|c| format!(", chaos {c}")).unwrap_or_default()
+        ),
+    );
+    line(
+        0,
+        "build profile",
+        if r.profile == "release" {
+            "release (optimized)"
+        } else {
+            "debug (unoptimized: throughput is understated several times)"
+        },
     );
     for run in &r.runs {
         println!();
@@ -614,40 +1000,344 @@ fn print_report(r: &Report) {
                 "direct RPCs"
             }
         );
-        println!(
-            "  bundles            {} in {:.2}s = {:.0} bundles/s ({} redelivered)",
-            run.bundles_delivered, run.elapsed_secs, run.bundles_per_sec, run.redeliveries
-        );
-        println!(
-            "  workload calls     register {}  terminate {}",
-            run.register_calls, run.terminate_calls
-        );
-        if let Some(s) = &run.server {
-            println!(
-                "  reached server     register {}  terminate {}  batch {} ({} entries)",
-                s.register_rpcs, s.terminate_rpcs, s.batch_rpcs, s.batch_entries
-            );
-        }
-        if let Some(c) = &run.cache_stats {
-            println!(
-                "  cache              hits {}  misses {}  coalesced {}  inner register {}  inner terminate {}",
-                c.hits, c.misses, c.coalesced, c.inner_register_calls, c.inner_terminate_calls
-            );
-        }
-        println!(
-            "  register latency   p50 {} µs  p99 {} µs",
-            run.register_latency_us_p50, run.register_latency_us_p99
-        );
-        println!(
-            "  verified           {} streams registered and terminated at their index",
-            run.verified_streams
-        );
+        print_run(run, r.chaos.is_some());
+    }
+    if r.rpc_reduction.is_some() || r.speedup.is_some() {
+        println!();
     }
     if let Some(x) = r.rpc_reduction {
-        println!();
-        println!("cache effect: {x:.1}x fewer RPCs");
+        let counted_by = match r.runs.first().and_then(|run| run.server.as_ref()) {
+            Some(_) => "as the server counted them",
+            None => "as the client sent them",
+        };
+        line(
+            0,
+            "cache effect",
+            format_args!("{x:.1}x fewer RPCs ({counted_by})"),
+        );
     }
     if let Some(x) = r.speedup {
-        println!("              {x:.1}x the bundles/s");
+        line(0, "cache speedup", format_args!("{x:.1}x the bundles/s"));
+    }
+}
+
+fn print_run(run: &RunReport, chaos: bool) {
+    line(
+        2,
+        "run id",
+        format_args!(
+            "{} (stream names PREFIX/+/run-{}/...)",
+            run.run_id, run.run_id
+        ),
+    );
+    line(
+        2,
+        "bundles",
+        format_args!(
+            "{} in {:.2}s = {:.0} bundles/s ({} redelivered)",
+            run.bundles_delivered, run.elapsed_secs, run.bundles_per_sec, run.redeliveries
+        ),
+    );
+    line(
+        2,
+        "workload calls",
+        format_args!(
+            "register {}  terminate {}",
+            run.register_calls, run.terminate_calls
+        ),
+    );
+    let t = &run.transport;
+    line(
+        2,
+        "transport",
+        format_args!(
+            "calls {}  RPCs sent {}  errors returned {}",
+            t.calls, t.rpcs_sent, t.errors
+        ),
+    );
+    if let Some(s) = &run.server {
+        line(
+            2,
+            "reached server",
+            format_args!(
+                "register {}  terminate {}  batch {} ({} entries)",
+                s.register_rpcs, s.terminate_rpcs, s.batch_rpcs, s.batch_entries
+            ),
+        );
+    }
+    if let Some(c) = &run.cache_stats {
+        line(
+            2,
+            "cache",
+            format_args!(
+                "hits {}  misses {}  coalesced {}  inner register {}  inner terminate {}",
+                c.hits, c.misses, c.coalesced, c.inner_register_calls, c.inner_terminate_calls
+            ),
+        );
+    }
+    let unanswered = t.unanswered_entries.unwrap_or(0);
+    if chaos || t.failed_rpcs > 0 || unanswered > 0 || run.verify_retries > 0 {
+        let entries = match t.unanswered_entries {
+            Some(n) => format!("  unanswered batch entries {n}"),
+            None => String::new(),
+        };
+        line(
+            2,
+            "faults seen",
+            format_args!(
+                "failed RPCs {}{entries} (counted by the client; the fake server keeps no fault count)",
+                t.failed_rpcs
+            ),
+        );
+        line(
+            2,
+            "retries",
+            format_args!(
+                "transport {}  re-sent entries {}  redelivered bundles {}  verify {}",
+                t.retries, unanswered, run.redeliveries, run.verify_retries
+            ),
+        );
+    }
+    line(
+        2,
+        "register latency",
+        format_args!(
+            "p50 {} µs  p99 {} µs",
+            run.register_latency_us_p50, run.register_latency_us_p99
+        ),
+    );
+    line(
+        2,
+        "verified",
+        format_args!(
+            "{} streams registered and terminated at their index",
+            run.verified_streams
+        ),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use coordinator::testkit::{FakeCoordinator, Fault, Operation, RpcKind};
+
+    use super::*;
+
+    /// `streams` streams of `bundles` bundles under one prefix, each bundle
+    /// delivered once in order.
+    fn workload(run_id: &str, streams: usize, bundles: u32) -> (Vec<StreamPlan>, Vec<Delivery>) {
+        let prefix = Prefix {
+            project: "chromium".parse().unwrap(),
+            prefix: "demo/test".parse().unwrap(),
+            secret: PrefixSecret::from([7; PrefixSecret::LEN]),
+        };
+        let plans: Vec<StreamPlan> = (0..streams)
+            .map(|i| StreamPlan {
+                project: prefix.project.clone(),
+                path: prefix
+                    .prefix
+                    .join(&format!("run-{run_id}/step-{i}/stdout").parse().unwrap()),
+                secret: prefix.secret.clone(),
+                bundles,
+            })
+            .collect();
+        let deliveries = (0..streams as u32)
+            .flat_map(|stream| {
+                (0..bundles).map(move |bundle| Delivery {
+                    stream,
+                    bundle,
+                    attempt: 0,
+                })
+            })
+            .collect();
+        (plans, deliveries)
+    }
+
+    /// Drives the workload over `coordinator`; a hang fails the test.
+    async fn drive_bounded(
+        plans: Vec<StreamPlan>,
+        deliveries: Vec<Delivery>,
+        coordinator: Arc<dyn Coordinator>,
+        workers: usize,
+    ) -> (Arc<Shared>, Result<Vec<u64>>) {
+        let shared = Arc::new(Shared::new(plans, deliveries, ProgressBar::hidden()));
+        let result = tokio::time::timeout(
+            Duration::from_secs(60),
+            drive(&shared, &coordinator, workers),
+        )
+        .await
+        .expect("the run hung instead of ending");
+        (shared, result)
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_ends_the_run_instead_of_hanging() {
+        // Two permanent answers: the workers that get them give up on their
+        // bundles, the others run out of work while those stay outstanding.
+        let fake = FakeCoordinator::new();
+        fake.inject(
+            Fault::new(Error::new(Code::PermissionDenied, "not a service"))
+                .on(Operation::Register)
+                .times(2),
+        );
+        let (plans, deliveries) = workload("t1", 8, 3);
+        let (shared, result) = drive_bounded(plans, deliveries, Arc::new(fake), 4).await;
+
+        let report = format!("{:#}", result.unwrap_err());
+        assert!(report.starts_with("stopped after "), "{report}");
+        assert!(
+            report.contains(" of 24 bundle deliveries: bundle "),
+            "{report}"
+        );
+        assert!(
+            report.ends_with("failed with a permanent error: PERMISSION_DENIED: not a service"),
+            "{report}"
+        );
+        // A permanent error is never redelivered, and its bundle is not counted.
+        assert_eq!(shared.counters.redeliveries.load(Ordering::SeqCst), 0);
+        assert!(shared.counters.delivered.load(Ordering::SeqCst) < 24);
+    }
+
+    #[tokio::test]
+    async fn a_bundle_failing_transiently_on_every_delivery_ends_the_run() {
+        let fake = FakeCoordinator::new();
+        fake.inject(Fault::new(Error::unavailable("down")));
+        let (plans, deliveries) = workload("t2", 1, 1);
+        let (shared, result) = drive_bounded(plans, deliveries, Arc::new(fake.clone()), 3).await;
+
+        let report = format!("{:#}", result.unwrap_err());
+        assert!(
+            report.contains(&format!(
+                "failed transiently on all of its {MAX_DELIVERIES} deliveries: UNAVAILABLE"
+            )),
+            "{report}"
+        );
+        let redelivered = shared.counters.redeliveries.load(Ordering::SeqCst);
+        assert_eq!(redelivered, u64::from(MAX_DELIVERIES - 1));
+        assert_eq!(
+            fake.calls(Operation::Register).started,
+            MAX_DELIVERIES as usize
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clean_run_processes_every_delivery_and_terminates_each_stream() {
+        // Real per-stream state: a registration returns the stored state.
+        let fake = FakeCoordinator::with_streams();
+        let (plans, deliveries) = workload("t3", 5, 4);
+        let (shared, result) = drive_bounded(plans, deliveries, Arc::new(fake.clone()), 3).await;
+
+        assert_eq!(result.unwrap().len(), 20);
+        assert_eq!(shared.counters.delivered.load(Ordering::SeqCst), 20);
+        assert_eq!(fake.terminates().len(), 5);
+    }
+
+    #[test]
+    fn every_run_names_its_streams_with_its_own_run_id() {
+        let a = new_run_id();
+        let b = new_run_id();
+        assert_ne!(a, b);
+        let prefixes = [Prefix {
+            project: "chromium".parse().unwrap(),
+            prefix: "demo/build-0".parse().unwrap(),
+            secret: PrefixSecret::from([1; PrefixSecret::LEN]),
+        }];
+        let args = DemoArgs {
+            streams: 3,
+            bundles: 2,
+            workers: 1,
+            no_cache: false,
+            direct: false,
+            chaos: None,
+            endpoint: None,
+            prefixes: Vec::new(),
+            no_compare: false,
+            json: false,
+            seed: 1,
+            no_release: true,
+        };
+        let paths = |id: &str| -> Vec<String> {
+            plan_streams(&args, id, &prefixes, &mut StdRng::seed_from_u64(1))
+                .unwrap()
+                .iter()
+                .map(|p| p.path.to_string())
+                .collect()
+        };
+        let (first, second) = (paths(&a), paths(&b));
+        assert_eq!(first[0], format!("demo/build-0/+/run-{a}/step-0/stdout"));
+        assert!(first.iter().all(|p| !second.contains(p)));
+    }
+
+    /// Streams registered and terminated on `server`, as a finished run leaves them.
+    async fn finished_streams(server: &FakeServer, run_id: &str) -> Vec<StreamPlan> {
+        let (plans, _) = workload(run_id, 3, 2);
+        server.register_prefix(
+            &plans[0].project,
+            &"demo/test".parse().unwrap(),
+            &plans[0].secret,
+            None,
+        );
+        let client = server.coordinator();
+        for plan in &plans {
+            let request =
+                RegisterRequest::new(plan.project.clone(), plan.path.clone(), plan.secret.clone());
+            let state = client
+                .register_stream(&request, &descriptor(plan))
+                .await
+                .unwrap();
+            client
+                .terminate_stream(&TerminateRequest::for_state(&state, plan.terminal_index()))
+                .await
+                .unwrap();
+        }
+        plans
+    }
+
+    /// Verifies finished streams through `LoadStream` on a fake server treated as
+    /// external, whose next `n` `LoadStream` calls fail with `code`; returns the
+    /// outcome and the retries counted.
+    async fn verify_with_load_failures(n: usize, code: Code) -> (Result<usize>, u64) {
+        let server = FakeServicesServer::start().await;
+        let plans = finished_streams(&server, "verify").await;
+        server.faults().fail_next_rpc(RpcKind::LoadStream, n, code);
+        let retries = AtomicU64::new(0);
+        let target = Target::External(server.endpoint());
+        let result = verify(&plans, &target, false, &retries).await;
+        server.shutdown().await;
+        (result, retries.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn verification_retries_transient_load_stream_errors() {
+        let (result, retries) = verify_with_load_failures(3, Code::Unavailable).await;
+        assert_eq!((result.unwrap(), retries), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn verification_stops_at_a_permanent_load_stream_error() {
+        let (result, retries) = verify_with_load_failures(1, Code::PermissionDenied).await;
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.ends_with(": PERMISSION_DENIED: injected fault (permanent)"),
+            "{error}"
+        );
+        assert_eq!(retries, 0);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let backoff = Backoff {
+            attempts: 4,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        };
+        let (calls, retries) = (AtomicU64::new(0), AtomicU64::new(0));
+        let result: Result<(), _> = retry_transient(backoff, &retries, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(tonic::Status::unavailable("down")) }
+        })
+        .await;
+        assert_eq!(result.unwrap_err().code(), tonic::Code::Unavailable);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(retries.load(Ordering::SeqCst), 3);
     }
 }

@@ -1,6 +1,8 @@
 //! `cargo xtask`: the project's commands (matklad's xtask convention).
 //!
-//! - `cargo xtask demo`: the main job, an end-to-end collector run.
+//! - `cargo xtask demo`: the main job, an end-to-end collector run. It measures
+//!   throughput, so from a debug build of xtask it re-runs itself from a release
+//!   build (`--no-release` skips that); the other commands run as built.
 //! - `cargo xtask bench`: the criterion benches and a summary.
 //! - `cargo xtask ci`: exactly what `.ci/run` does.
 //! - `cargo xtask fuzz --seconds N [--target NAME]`: the cargo-fuzz targets.
@@ -31,6 +33,7 @@ struct Cli {
 enum Cmd {
     /// Run the end-to-end demo: a simulated collector through cache → gRPC
     /// (batched) → the embedded fake Coordinator, verified against its state.
+    /// Runs from a release build (built on first use) unless `--no-release`.
     Demo(demo::DemoArgs),
     /// Run the workspace's criterion benches and print a summary; `--compare`
     /// runs the cache against moka, quick_cache and a sharded-map floor.

@@ -78,7 +78,7 @@ impl Code {
     }
 
     /// True for the codes worth retrying: `Internal`, `Unknown`, `Unavailable`,
-    /// `DeadlineExceeded`. Every other code is permanent.
+    /// `DeadlineExceeded`. Every other code is permanent (`docs/behaviour.md` §3).
     pub fn is_transient(self) -> bool {
         matches!(
             self,
@@ -292,6 +292,52 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A domain type rejected its input: a permanent `InvalidArgument` error.
+///
+/// The field is named where the failed rule says which one it is: `project`
+/// (project name rules), `path` (the `/+/` separator or a path part), `secret`
+/// (length or hex), `id` (stream ID rules), `terminal_index` (a negative or too
+/// large index, the only index in this interface). A bare stream-name error
+/// names no field, since a name can be a prefix, a name or part of a path; the
+/// message still says what failed and where. A failure of the operating system's
+/// random source is not bad input: it becomes a transient `Internal` error.
+///
+/// This lets `?` turn a parse failure into this crate's error:
+///
+/// ```
+/// use coordinator_api::{Code, Error, ProjectName};
+///
+/// fn project(raw: &str) -> Result<ProjectName, Error> {
+///     Ok(raw.parse::<ProjectName>()?)
+/// }
+///
+/// let err = project("Chromium").unwrap_err();
+/// assert_eq!((err.code(), err.field()), (Code::InvalidArgument, Some("project")));
+/// assert!(!err.is_transient());
+/// ```
+impl From<coordinator_types::Error> for Error {
+    fn from(error: coordinator_types::Error) -> Self {
+        use coordinator_types::Error as E;
+        let field = match &error {
+            E::EmptyProject | E::ProjectStart { .. } | E::ProjectCharacter { .. } => {
+                Some("project")
+            }
+            E::MissingPathSeparator | E::InvalidPathPart { .. } => Some("path"),
+            E::SecretLength { .. } | E::SecretHexLength { .. } | E::SecretHexCharacter { .. } => {
+                Some("secret")
+            }
+            E::EmptyStreamId | E::StreamIdCharacter { .. } => Some("id"),
+            E::NegativeIndex { .. } | E::IndexTooLarge { .. } => Some("terminal_index"),
+            E::RandomSource(_) => return Error::internal(error.to_string()),
+            _ => None,
+        };
+        match field {
+            Some(field) => Error::invalid_field(field, error),
+            None => Error::invalid_argument(error.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +401,60 @@ mod tests {
         assert!(!e.is_transient());
         assert_eq!(e.field(), Some("secret"));
         assert_eq!(e.to_string(), "INVALID_ARGUMENT: secret: is 3 bytes long");
+    }
+
+    #[test]
+    fn domain_errors_convert_with_their_field() {
+        use coordinator_types::{MessageIndex, PrefixSecret, ProjectName, StreamId, StreamPath};
+
+        type Parse = fn() -> Result<(), coordinator_types::Error>;
+
+        fn field_of(parse: Parse) -> Option<&'static str> {
+            // Through `?`, as a caller would write it.
+            let convert = || -> Result<(), Error> { Ok(parse()?) };
+            let e = convert().unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+            assert!(!e.is_transient(), "{e}");
+            e.field()
+        }
+        let cases: [(Parse, Option<&str>); 9] = [
+            (|| "".parse::<ProjectName>().map(drop), Some("project")),
+            (|| "1eet".parse::<ProjectName>().map(drop), Some("project")),
+            (|| "a/b".parse::<StreamPath>().map(drop), Some("path")),
+            (|| "a/+/_b".parse::<StreamPath>().map(drop), Some("path")),
+            (
+                || PrefixSecret::from_bytes(&[1; 35]).map(drop),
+                Some("secret"),
+            ),
+            (|| "zz".parse::<PrefixSecret>().map(drop), Some("secret")),
+            (|| "".parse::<StreamId>().map(drop), Some("id")),
+            (
+                || MessageIndex::from_wire(-1).map(drop),
+                Some("terminal_index"),
+            ),
+            (
+                || "a//b".parse::<coordinator_types::StreamName>().map(drop),
+                None,
+            ),
+        ];
+        for (parse, field) in cases {
+            assert_eq!(field_of(parse), field);
+        }
+    }
+
+    #[test]
+    fn domain_error_message_keeps_the_rule_and_place() {
+        let e = Error::from(coordinator_types::Error::ProjectCharacter {
+            index: 3,
+            found: coordinator_types::Found::Char('/'),
+        });
+        assert_eq!(
+            e.to_string(),
+            "INVALID_ARGUMENT: project: project name has invalid character '/' at byte 3"
+        );
+        let e = Error::from(coordinator_types::Error::RandomSource("no entropy".into()));
+        assert_eq!(e.code(), Code::Internal);
+        assert!(e.is_transient() && e.field().is_none());
     }
 
     #[test]

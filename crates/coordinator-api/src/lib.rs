@@ -7,6 +7,10 @@
 //! collector code depends only on this crate. It does not depend on any
 //! transport: errors carry a gRPC-style [`Code`] defined here.
 //!
+//! The contract (what each operation promises, which errors are transient, why
+//! only the server's verdict may be permanent) is the behaviour contract,
+//! `docs/behaviour.md` §3, in the repository.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use coordinator_api::{Coordinator, CoordinatorFuture, Error, LogStreamState,

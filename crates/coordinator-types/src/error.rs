@@ -58,6 +58,21 @@ pub enum Error {
         /// The required length.
         required: usize,
     },
+    /// A prefix secret in hex had the wrong length (two hex digits per byte).
+    #[error("prefix secret hex is {found} characters long; it must be exactly {required}")]
+    SecretHexLength {
+        /// The length found, in bytes of text.
+        found: usize,
+        /// The required length ([`PrefixSecret::LEN`](crate::PrefixSecret::LEN) × 2).
+        required: usize,
+    },
+    /// A prefix secret in hex held something other than a hex digit. The
+    /// character itself is not reported: it is part of a credential.
+    #[error("prefix secret hex has a character that is not a hex digit at byte {index}")]
+    SecretHexCharacter {
+        /// Byte index of the character.
+        index: usize,
+    },
     /// The operating system's secure random source failed.
     #[error("the operating system's secure random source failed: {0}")]
     RandomSource(String),

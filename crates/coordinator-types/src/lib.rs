@@ -9,6 +9,10 @@
 //! Clones are cheap: text types share one `Arc<str>`, and a [`PrefixSecret`] is 36
 //! inline bytes.
 //!
+//! The rules each type enforces, with examples, are in the behaviour contract,
+//! `docs/behaviour.md` §2, in the repository; stream IDs are defined in
+//! `docs/wire.md` ("Stream IDs").
+//!
 //! ```
 //! use coordinator_types::{StreamName, StreamPath};
 //!

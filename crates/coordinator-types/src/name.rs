@@ -31,7 +31,8 @@ impl StreamName {
     /// The maximum length of a stream name, in bytes.
     pub const MAX_LENGTH: usize = 4096;
 
-    /// Checks `name` against the stream name rules, in the order of `names.md`:
+    /// Checks `name` against the stream name rules, in the order of the behaviour
+    /// contract (`docs/behaviour.md` §2, "Stream names"):
     /// empty, too long, segment starts, characters, trailing separator.
     pub fn validate(name: &str) -> Result<(), Error> {
         Self::validate_bytes(name.as_bytes())

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::str::FromStr;
 
 use subtle::ConstantTimeEq;
 
@@ -17,6 +18,10 @@ use crate::Error;
 /// assert_eq!(secret.as_bytes().len(), 36);
 /// assert_eq!(format!("{secret:?}"), "PrefixSecret(<redacted 36 bytes>)");
 /// assert!(PrefixSecret::from_bytes(&[0; 35]).is_err());
+///
+/// // From hex, e.g. a secret given on a command line: 72 hex digits.
+/// let from_hex: PrefixSecret = "00".repeat(36).parse()?;
+/// assert_eq!(from_hex, PrefixSecret::from([0; 36]));
 /// # Ok::<(), coordinator_types::Error>(())
 /// ```
 #[derive(Clone)]
@@ -41,6 +46,35 @@ impl PrefixSecret {
                 found: bytes.len(),
                 required: Self::LEN,
             })
+    }
+
+    /// Decodes a secret from [`Self::LEN`] × 2 hex digits (either case, nothing
+    /// else: no prefix, no whitespace). Also available as [`FromStr`].
+    ///
+    /// Errors are [`Error::SecretHexLength`] (the text's length) and
+    /// [`Error::SecretHexCharacter`] (the byte index of the first character that
+    /// is not a hex digit); neither repeats any of the text.
+    pub fn from_hex(hex: &str) -> Result<Self, Error> {
+        let text = hex.as_bytes();
+        if text.len() != Self::LEN * 2 {
+            return Err(Error::SecretHexLength {
+                found: text.len(),
+                required: Self::LEN * 2,
+            });
+        }
+        let mut bytes = [0u8; Self::LEN];
+        for (i, (byte, pair)) in bytes.iter_mut().zip(text.chunks_exact(2)).enumerate() {
+            let digit = |offset: usize| {
+                pair.get(offset)
+                    .and_then(|&c| char::from(c).to_digit(16))
+                    .ok_or(Error::SecretHexCharacter {
+                        index: 2 * i + offset,
+                    })
+            };
+            // Each digit is below 16, so the byte cannot overflow.
+            *byte = u8::try_from(digit(0)? * 16 + digit(1)?).unwrap_or_default();
+        }
+        Ok(PrefixSecret(bytes))
     }
 
     /// The secret's bytes.
@@ -73,6 +107,15 @@ impl TryFrom<Vec<u8>> for PrefixSecret {
 
     fn try_from(bytes: Vec<u8>) -> Result<Self, Error> {
         Self::from_bytes(&bytes)
+    }
+}
+
+impl FromStr for PrefixSecret {
+    type Err = Error;
+
+    /// [`PrefixSecret::from_hex`].
+    fn from_str(hex: &str) -> Result<Self, Error> {
+        Self::from_hex(hex)
     }
 }
 
@@ -133,6 +176,77 @@ mod tests {
         assert!(!dbg.contains("65"), "{dbg}");
         assert!(!dbg.contains('A'), "{dbg}");
         assert!(!dbg.contains("41"), "{dbg}");
+    }
+
+    #[test]
+    fn from_hex_decodes_either_case() {
+        let mut text = "0123456789abcdefABCDEF".repeat(4);
+        text.truncate(72);
+        let secret = PrefixSecret::from_hex(&text).unwrap();
+        assert_eq!(
+            &secret.as_bytes()[..11],
+            &[
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xab, 0xcd, 0xef
+            ]
+        );
+        assert_eq!(hex::encode(secret.as_bytes()), text.to_lowercase());
+        assert_eq!(text.parse::<PrefixSecret>().unwrap(), secret);
+    }
+
+    #[test]
+    fn from_hex_rejects_bad_text_without_repeating_it() {
+        let good = "a1".repeat(36);
+        let cases = [
+            (
+                String::new(),
+                Error::SecretHexLength {
+                    found: 0,
+                    required: 72,
+                },
+            ),
+            (
+                good[..71].to_owned(),
+                Error::SecretHexLength {
+                    found: 71,
+                    required: 72,
+                },
+            ),
+            (
+                format!("{good}00"),
+                Error::SecretHexLength {
+                    found: 74,
+                    required: 72,
+                },
+            ),
+            (
+                format!("0x{}", &good[2..]),
+                Error::SecretHexCharacter { index: 1 },
+            ),
+            (
+                format!("{}g", &good[..71]),
+                Error::SecretHexCharacter { index: 71 },
+            ),
+            (
+                format!("{} {}", &good[..40], &good[41..]),
+                Error::SecretHexCharacter { index: 40 },
+            ),
+            // A two-byte character in 72 bytes of text: found at its first byte.
+            (
+                format!("{}é", &good[..70]),
+                Error::SecretHexCharacter { index: 70 },
+            ),
+        ];
+        for (text, want) in cases {
+            let err = PrefixSecret::from_hex(&text).unwrap_err();
+            assert_eq!(err, want, "{text:?}");
+            assert_eq!(text.parse::<PrefixSecret>().unwrap_err(), want);
+            let msg = err.to_string();
+            // No secret digits, and no quoted character (how `Found` shows one).
+            assert!(
+                !msg.contains("a1") && !msg.contains('\'') && !msg.contains('é'),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

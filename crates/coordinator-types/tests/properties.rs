@@ -24,7 +24,8 @@ fn illegal_char() -> impl Strategy<Value = char> {
     ]
 }
 
-/// Reference: the rules of names.md, written as plainly as possible.
+/// Reference: the stream name rules of `docs/behaviour.md` §2, written as plainly
+/// as possible.
 fn reference_valid(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 4096
