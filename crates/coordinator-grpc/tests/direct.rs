@@ -78,7 +78,7 @@ async fn terminate_records_the_index() {
     assert_eq!(state.terminal_index, Some(MessageIndex::from(9)));
 }
 
-/// Every server error of `semantics.md` §6 surfaces with its code, as a
+/// Every server error of the fake server (`docs/behaviour.md`) surfaces with its code, as a
 /// permanent error, after exactly one RPC (permanent errors are not retried).
 #[tokio::test]
 async fn server_errors_surface_with_code_and_are_not_retried() {

@@ -104,7 +104,7 @@ fn bad_projects() -> Vec<(&'static str, types::Error)> {
     ]
 }
 
-/// Invalid stream names (`names.md`) and the documented error of each.
+/// Invalid stream names (`docs/behaviour.md` §2) and the documented error of each.
 fn bad_names() -> Vec<(String, types::Error)> {
     use types::Error::*;
     vec![
@@ -184,7 +184,7 @@ fn bad_names() -> Vec<(String, types::Error)> {
     ]
 }
 
-/// Invalid full stream paths and the documented error of each: the `names.md`
+/// Invalid full stream paths and the documented error of each: the `docs/behaviour.md` §2
 /// vectors, plus every bad name as the prefix and as the name (byte indexes
 /// relative to the part).
 fn bad_paths() -> Vec<(String, types::Error)> {

@@ -750,7 +750,7 @@ pub async fn run_collector(
     }
 }
 
-/// What LogDog's collector does with one bundle (`semantics.md` §1): register
+/// What LogDog's collector does with one bundle (the behaviour contract, `docs/behaviour.md`): register
 /// the stream (carrying the terminal index if this bundle ends it), drop the
 /// bundle if the Coordinator's secret differs or the stream is archived or
 /// purged, and terminate the stream if this bundle ends it and the
