@@ -37,6 +37,11 @@ use proto::batch_response::entry::Value as AnswerValue;
 /// assert_eq!(options.max_entries, 20);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct BatchOptions {
     /// Count threshold: the most entries in one batch. Default 20 (LogDog's);
@@ -45,6 +50,7 @@ pub struct BatchOptions {
     /// Delay threshold: how long the oldest queued entry may wait. Default 1 s,
     /// for parity with LogDog's collector, which favours fewer RPCs over
     /// latency; a few milliseconds suits low-latency use.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_delay: Duration,
     /// Byte threshold: the largest encoded `BatchRequest`, counted with prost's
     /// `encoded_len`. Default 31 MiB: the Coordinator's 32 MiB request limit

@@ -32,16 +32,23 @@ use tokio::time::Instant;
 /// assert_eq!(RetryPolicy::none().max_retries, 0);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0: no retries). Default 5.
     pub max_retries: u32,
     /// The delay before the first retry. Default 1 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub initial_delay: Duration,
     /// The factor between consecutive delays. Default 2.0; values below 1.0
     /// are treated as 1.0.
     pub multiplier: f64,
     /// The longest delay. Default 30 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_delay: Duration,
     /// The relative jitter, clamped to `0.0..=1.0`. Default 0.2 (±20 %); 0.0
     /// makes delays exact.

@@ -41,14 +41,21 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// # let _ = coordinator; Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct ServicesStack {
     /// How transient failures are retried ([`RetryPolicy::none`]: never).
     pub retry: RetryPolicy,
     /// The timeout of each attempt (`None`: none). Default 30 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub attempt_timeout: Option<Duration>,
     /// The overall deadline per call, across attempts and backoff delays (and
     /// queueing, with batching). Default `None`.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub deadline: Option<Duration>,
     /// At most this many RPCs in flight (`None`: unlimited). Default `None`.
     pub concurrency_limit: Option<usize>,

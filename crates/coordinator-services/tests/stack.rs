@@ -394,3 +394,37 @@ async fn a_permanent_answer_is_not_retried() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(memory.calls.load(Ordering::SeqCst), 1);
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn the_configuration_reads_from_json_with_readable_durations() {
+    let stack: ServicesStack = serde_json::from_str(
+        r#"{
+            "retry": {"max_retries": 3, "initial_delay": "250ms", "jitter": 0.0},
+            "attempt_timeout": "10s",
+            "deadline": null,
+            "batching": {"max_delay": "5ms", "max_entries": 50}
+        }"#,
+    )
+    .unwrap();
+    assert_eq!(
+        stack.retry,
+        exact_retry(3).with_initial_delay(Duration::from_millis(250))
+    );
+    assert_eq!(stack.attempt_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(stack.deadline, None);
+    assert_eq!(
+        stack.batching,
+        Some(
+            BatchOptions::default()
+                .with_max_delay(Duration::from_millis(5))
+                .with_max_entries(50)
+        )
+    );
+    // Fields left out keep their defaults; unknown ones are refused.
+    let defaults: ServicesStack = serde_json::from_str("{}").unwrap();
+    assert_eq!(defaults, ServicesStack::default());
+    assert!(serde_json::from_str::<ServicesStack>(r#"{"retries": 1}"#).is_err());
+    let json = serde_json::to_string(&ServicesStack::default()).unwrap();
+    assert!(json.contains(r#""attempt_timeout":"30s""#), "{json}");
+}
