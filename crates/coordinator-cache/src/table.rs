@@ -183,8 +183,9 @@ enum RegisterCold {
     /// This attempt is in flight (its waiters, if any, wait on its flight in
     /// [`ShardState::register_waits`]).
     Pending(AttemptId),
-    /// A permanent error, kept until the entry expires.
-    Failed(Error),
+    /// A permanent error, kept until the entry expires or until the deadline
+    /// beside it, whichever comes first.
+    Failed(Error, u64),
 }
 
 /// The terminate side of a cold record.
@@ -194,8 +195,9 @@ enum TerminateCold {
     Empty,
     /// This attempt is in flight (waiters in [`ShardState::terminate_waits`]).
     Pending(AttemptId),
-    /// A permanent error, kept until the entry expires.
-    Failed(Error),
+    /// A permanent error, kept until the entry expires or until the deadline
+    /// beside it, whichever comes first.
+    Failed(Error, u64),
     /// The terminal index recorded remotely, when it is not the state's own (no
     /// state yet, or a state that carries a different one).
     Known(MessageIndex),
@@ -334,6 +336,14 @@ impl IndexTable {
             IndexTable::Wide(t) => t.iter_hash(hash).filter(|&&j| j == i).count(),
         }
     }
+}
+
+/// What [`Shard::clear`] took out of a shard, dropped by its owner.
+pub(crate) struct Cleared {
+    _table: IndexTable,
+    _slots: Vec<Slot>,
+    _hashes: Vec<u32>,
+    _colds: HashMap<Index, Cold, KeyHasher>,
 }
 
 /// One shard: slab, index table, cold records, eviction hand, and the rest.
@@ -487,6 +497,14 @@ impl Shard {
             let slot = &mut slots[i as usize];
             if slot.deadline() > now {
                 slot.mark_referenced();
+                if slot.meta & COLD != 0
+                    && let Some(cold) = colds.get_mut(&i)
+                    && cold.forget_expired_errors(now)
+                    && cold.is_empty()
+                {
+                    colds.remove(&i);
+                    slot.meta &= !COLD;
+                }
                 return (i, Found::Live);
             }
             // Expired: a fresh entry in its place, marked used (as if at the back
@@ -520,6 +538,50 @@ impl Shard {
             table_hash(hashes.get(j as usize).copied().unwrap_or(0))
         });
         (i, Found::New { evicted, attempt })
+    }
+
+    /// Expires the entry of `(project, path)` now, if there is one (returns
+    /// whether there was): the next caller finds it expired and starts afresh,
+    /// and the eviction hand takes it first. An attempt in flight for it keeps
+    /// its waiters, and its outcome is recorded in the expired entry only, which
+    /// no later caller reads.
+    pub(crate) fn invalidate(&mut self, hash: u64, project: &str, path: &str) -> bool {
+        let Shard {
+            table,
+            slots,
+            colds,
+            ..
+        } = self;
+        let found = table.find(table_hash(short_hash(hash)), |i| {
+            slot_is(slots, colds, i, project, path)
+        });
+        let Some(i) = found else {
+            return false;
+        };
+        let slot = &mut slots[i as usize];
+        // Deadline zero: expired at any time (a real deadline is at least the
+        // clock's one-day epoch offset plus an expiration).
+        slot.meta &= !(DEADLINE | REFERENCED);
+        true
+    }
+
+    /// Removes every entry and returns what the shard held (to be dropped after
+    /// the lock is released) and how many entries that was. Attempts in flight
+    /// keep their waiters; their completions find no entry and change nothing.
+    pub(crate) fn clear(&mut self) -> (Cleared, usize) {
+        let len = self.slots.len();
+        let hasher = *self.colds.hasher();
+        let cleared = Cleared {
+            _table: std::mem::replace(
+                &mut self.table,
+                IndexTable::for_capacity(self.state.capacity),
+            ),
+            _slots: std::mem::take(&mut self.slots),
+            _hashes: std::mem::take(&mut self.hashes),
+            _colds: std::mem::replace(&mut self.colds, HashMap::with_hasher(hasher)),
+        };
+        self.hand = 0;
+        (cleared, len)
     }
 
     /// Appends a placeholder slot (the caller fills it), growing the slab by
@@ -595,10 +657,7 @@ impl Shard {
         if cold.key.is_some() {
             slot.meta |= KEYED;
         }
-        if cold.key.is_none()
-            && matches!(cold.register, RegisterCold::Empty)
-            && matches!(cold.terminate, TerminateCold::Empty)
-        {
+        if cold.is_empty() {
             return;
         }
         slot.meta |= COLD;
@@ -616,7 +675,7 @@ impl Shard {
             return Begin::Answer(Err(corrupted()));
         };
         match &cold.register {
-            RegisterCold::Failed(error) => Begin::Answer(Err(error.clone())),
+            RegisterCold::Failed(error, _) => Begin::Answer(Err(error.clone())),
             RegisterCold::Pending(id) => Begin::Join(*id),
             RegisterCold::Empty => {
                 let id = self.state.new_attempt();
@@ -627,13 +686,15 @@ impl Shard {
     }
 
     /// Records the outcome of register attempt `id` in slot `i`, if the slot
-    /// still holds that attempt (else changes nothing). Returns what the attempt's
-    /// callers get: the outcome, with the entry's known terminal index filled in.
+    /// still holds that attempt (else changes nothing); a permanent error is kept
+    /// until `error_until` at most. Returns what the attempt's callers get: the
+    /// outcome, with the entry's known terminal index filled in.
     pub(crate) fn complete_register(
         &mut self,
         i: Index,
         id: AttemptId,
         result: RegisterResult,
+        error_until: u64,
     ) -> RegisterResult {
         let Some(mut cold) = self.colds.remove(&i) else {
             return result; // the slot has a state (so no attempt) or was reset
@@ -672,7 +733,7 @@ impl Shard {
                 Err(error)
             }
             Err(error) => {
-                cold.register = RegisterCold::Failed(error.clone());
+                cold.register = RegisterCold::Failed(error.clone(), error_until);
                 Err(error)
             }
         };
@@ -699,7 +760,7 @@ impl Shard {
         slots[i as usize].meta |= COLD;
         let cold = colds.entry(i).or_insert_with(Cold::empty);
         let begin = match &cold.terminate {
-            TerminateCold::Failed(error) => Begin::Answer(Err(error.clone())),
+            TerminateCold::Failed(error, _) => Begin::Answer(Err(error.clone())),
             TerminateCold::Pending(id) => Begin::Join(*id),
             // `known` found none, so no `Known` here.
             TerminateCold::Empty | TerminateCold::Known(_) => {
@@ -714,13 +775,14 @@ impl Shard {
     /// Records the outcome of terminate attempt `id` (which asked for `index`) in
     /// slot `i`, if the slot still holds that attempt. On success the entry knows
     /// `index`: a kept state without a terminal index is replaced by a copy with
-    /// it.
+    /// it. A permanent error is kept until `error_until` at most.
     pub(crate) fn complete_terminate(
         &mut self,
         i: Index,
         id: AttemptId,
         index: MessageIndex,
         result: &TerminateResult,
+        error_until: u64,
     ) {
         let Some(mut cold) = self.colds.remove(&i) else {
             return;
@@ -733,7 +795,7 @@ impl Shard {
         cold.terminate = match result {
             Ok(()) => TerminateCold::Known(index),
             Err(error) if error.is_transient() => TerminateCold::Empty,
-            Err(error) => TerminateCold::Failed(error.clone()),
+            Err(error) => TerminateCold::Failed(error.clone(), error_until),
         };
         let slot = &mut self.slots[i as usize];
         if let (Ok(()), Some(state)) = (result, &mut slot.state)
@@ -746,6 +808,31 @@ impl Shard {
 }
 
 impl Cold {
+    /// Forgets kept permanent errors whose own deadline (see
+    /// [`CacheBuilder::error_expiration`](crate::CacheBuilder::error_expiration))
+    /// has passed at `now`, so that the next caller starts a new attempt;
+    /// returns whether it forgot one.
+    #[inline]
+    fn forget_expired_errors(&mut self, now: u64) -> bool {
+        let mut forgot = false;
+        if matches!(self.register, RegisterCold::Failed(_, until) if until <= now) {
+            self.register = RegisterCold::Empty;
+            forgot = true;
+        }
+        if matches!(self.terminate, TerminateCold::Failed(_, until) if until <= now) {
+            self.terminate = TerminateCold::Empty;
+            forgot = true;
+        }
+        forgot
+    }
+
+    /// Whether the record holds nothing (so it should not exist).
+    fn is_empty(&self) -> bool {
+        self.key.is_none()
+            && matches!(self.register, RegisterCold::Empty)
+            && matches!(self.terminate, TerminateCold::Empty)
+    }
+
     /// A record holding nothing (yet).
     fn empty() -> Self {
         Cold {
@@ -871,13 +958,15 @@ impl Shard {
             register: match (&slot.state, cold.map(|c| &c.register)) {
                 (Some(state), _) => RegisterView::Ready(Arc::clone(state)),
                 (None, Some(RegisterCold::Pending(id))) => RegisterView::Pending(*id),
-                (None, Some(RegisterCold::Failed(error))) => RegisterView::Failed(error.clone()),
+                (None, Some(RegisterCold::Failed(error, _))) => RegisterView::Failed(error.clone()),
                 (None, _) => RegisterView::Empty,
             },
             terminate: match (self.known(i), cold.map(|c| &c.terminate)) {
                 (Some(index), _) => TerminateView::Known(index),
                 (None, Some(TerminateCold::Pending(id))) => TerminateView::Pending(*id),
-                (None, Some(TerminateCold::Failed(error))) => TerminateView::Failed(error.clone()),
+                (None, Some(TerminateCold::Failed(error, _))) => {
+                    TerminateView::Failed(error.clone())
+                }
                 (None, _) => TerminateView::Empty,
             },
         }
@@ -939,6 +1028,8 @@ mod tests {
     use super::*;
 
     const DAY: u64 = 86_400_000_000_000;
+    /// A kept error's deadline: the entry's.
+    const NEVER: u64 = MAX_NANOS;
 
     fn request(path: &str) -> RegisterRequest {
         RegisterRequest::parse("proj", path, &[1; 36], None).unwrap()
@@ -993,7 +1084,7 @@ mod tests {
                 Begin::Start(id) => {
                     let state = self
                         .shard
-                        .complete_register(i, id, Ok(state_for(&request(path))))
+                        .complete_register(i, id, Ok(state_for(&request(path))), NEVER)
                         .unwrap();
                     self.shard.check_structure(&self.hasher);
                     state
@@ -1082,7 +1173,9 @@ mod tests {
             panic!("the reset entry has nothing in flight")
         };
         assert_ne!(newer, id);
-        f.shard.complete_register(i, id, Ok(state_for(&r))).unwrap();
+        f.shard
+            .complete_register(i, id, Ok(state_for(&r)), NEVER)
+            .unwrap();
         assert!(matches!(f.shard.view(i).register, RegisterView::Pending(p) if p == newer));
         f.shard.check_structure(&f.hasher);
     }
@@ -1113,16 +1206,16 @@ mod tests {
         // a state: b's attempt stays, and b's slot never gets a's state.
         let a = request("p/+/a");
         f.shard
-            .complete_register(i, old, Err(Error::unavailable("a failed")))
+            .complete_register(i, old, Err(Error::unavailable("a failed")), NEVER)
             .unwrap_err();
         f.shard
-            .complete_register(i, old, Ok(state_for(&a)))
+            .complete_register(i, old, Ok(state_for(&a)), NEVER)
             .unwrap();
         assert!(matches!(f.shard.view(j).register, RegisterView::Pending(p) if p == new));
         let b = request("p/+/b");
         let kept = f
             .shard
-            .complete_register(j, new, Ok(state_for(&b)))
+            .complete_register(j, new, Ok(state_for(&b)), NEVER)
             .unwrap();
         assert_eq!(kept.path, b.path);
         assert!(f.contains("p/+/b") && !f.contains("p/+/a"));
@@ -1137,7 +1230,7 @@ mod tests {
             panic!()
         };
         f.shard
-            .complete_terminate(i, t, MessageIndex::from(3), &Ok(()));
+            .complete_terminate(i, t, MessageIndex::from(3), &Ok(()), NEVER);
         f.shard.check_structure(&f.hasher);
         assert!(
             matches!(f.shard.begin_terminate(i), (Begin::Answer(Ok(())), Some(k)) if k == MessageIndex::from(3))
@@ -1161,7 +1254,7 @@ mod tests {
         assert_eq!(f.shard.slots[i as usize].meta & (COLD | KEYED), COLD);
         assert!(matches!(f.shard.begin_terminate(i), (Begin::Join(id), None) if id == t));
         f.shard
-            .complete_terminate(i, t, MessageIndex::from(9), &Ok(()));
+            .complete_terminate(i, t, MessageIndex::from(9), &Ok(()), NEVER);
         f.shard.check_structure(&f.hasher);
         assert!(f.shard.colds.is_empty());
         let Begin::Answer(Ok(closed)) = f.shard.begin_register(i) else {
@@ -1187,7 +1280,7 @@ mod tests {
         // The remote answers with another path: the entry is still found by the
         // requested key, and not by the answer's.
         f.shard
-            .complete_register(i, id, Ok(state_for(&request("p/+/answered"))))
+            .complete_register(i, id, Ok(state_for(&request("p/+/answered"))), NEVER)
             .unwrap();
         f.shard.check_structure(&f.hasher);
         assert_eq!(f.shard.slots[i as usize].meta & KEYED, KEYED);
@@ -1270,7 +1363,7 @@ mod tests {
                         1 => Err(Error::not_found("p")),
                         _ => Ok(Arc::new(state)),
                     };
-                    let _ = f.shard.complete_register(i, id, result);
+                    let _ = f.shard.complete_register(i, id, result, NEVER);
                 } else {
                     let result = match outcome {
                         0 => Err(Error::unavailable("t")),
@@ -1278,7 +1371,7 @@ mod tests {
                         _ => Ok(()),
                     };
                     f.shard
-                        .complete_terminate(i, id, MessageIndex::from(5), &result);
+                        .complete_terminate(i, id, MessageIndex::from(5), &result, NEVER);
                 }
             }
             f.shard.check_structure(&f.hasher);
