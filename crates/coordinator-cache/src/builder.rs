@@ -12,7 +12,7 @@ use crate::{CachedCoordinator, DEFAULT_EXPIRATION, DEFAULT_SIZE};
 const MAX_DEFAULT_SHARDS: usize = 16;
 /// By default a shard holds at least this many entries (so small caches have one
 /// shard, and one eviction order).
-const MIN_DEFAULT_SHARD_SIZE: usize = 1024;
+const MIN_DEFAULT_SHARD_SIZE: usize = 4096;
 
 /// A cache's resolved settings (defaults applied).
 pub(crate) struct Config {
@@ -111,7 +111,7 @@ impl CacheBuilder {
 
     /// The number of independently locked shards, rounded up to a power of two
     /// and lowered (halving) until no shard would be empty; `0` means the default:
-    /// up to 16, with at least 1,024 entries per shard. The size bound is split
+    /// up to 16, with at least 4,096 entries per shard. The size bound is split
     /// exactly between the shards, and eviction order is kept per shard.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards;

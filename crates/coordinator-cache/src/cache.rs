@@ -42,15 +42,17 @@ use crate::table::{
 /// passes. So an entry used since the hand last passed it (or since it was
 /// inserted) survives the next pass, a new entry is the last the hand reaches, and
 /// hits write nothing to shared memory (beyond the mark, once), which keeps them
-/// fast on many threads. With one shard (the default for sizes below 2,048) the
+/// fast on many threads. With one shard (the default for sizes below 8,192) the
 /// eviction order is cache-wide, otherwise it is per shard; the size bound is
 /// exact either way.
 ///
 /// Each shard keeps its entries in a slab found through a hash table of slab
-/// indexes (no allocation per entry): a registered entry costs about 26 bytes
-/// besides its key and state (its deadline, its mark and its kept state's
-/// pointer, 32 bits of its key's hash, and its share of the table), since the
-/// kept state's project and path are the key. What fewer entries need (a call in
+/// indexes (no allocation per entry): a registered entry costs about 66 bytes
+/// besides its state: a 64-byte slot (one cache line: its deadline, its mark,
+/// its kept state's pointer, 32 bits of its key's hash, and a copy of a key of
+/// up to 42 bytes, so that a hit compares the key without leaving the line) and
+/// its share of the table. A longer key is the kept state's project and path.
+/// What fewer entries need (a call in
 /// flight, a kept error, a terminal index known before the state, a key the state
 /// does not carry) lives in a per-shard side map.
 ///
@@ -102,8 +104,9 @@ use crate::table::{
 /// # Cost
 ///
 /// A hit is one clock read, one hash of the key (from the borrowed strings), one
-/// shard lock held for the table lookup only, and an `Arc` clone: no allocation, no
-/// string copy, no write to the entry, and it returns an already completed
+/// shard lock held for the table lookup only (index, slot, and the key compared
+/// on the slot's cache line), and an `Arc` clone: no allocation, no string copy,
+/// no write to the entry (beyond its mark, once), and it returns an already completed
 /// [`CoordinatorFuture::ready`]. Counters are plain per-shard integers updated
 /// under that lock. A miss clones the request and descriptor once into the call;
 /// if the inner call answers at once, that is all (no task, no waiter

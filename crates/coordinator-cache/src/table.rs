@@ -5,12 +5,17 @@
 //!
 //! A shard keeps its entries in a slab (`Vec<Slot>`) and finds them through a
 //! hash table of slab indexes ([`IndexTable`], hashbrown's `HashTable` of `u16` or
-//! `u32`), with 32 bits of each key's hash kept beside the slab so that growing
-//! the table or evicting never reads a key. No allocation per entry: a 16-byte
-//! slot, 4 bytes of hash, and about 6 bytes of table (10 for shards of more than
-//! 65,536 entries). A slot holds only what a hit needs: the deadline, the
-//! second-chance bit, and the kept state (whose `project` and `path` are the
-//! key). Everything else an entry may hold, which
+//! `u32`). No allocation per entry: a 64-byte slot (one cache line) and about 2.3
+//! bytes of table (4.6 for shards of more than 65,536 entries). A slot holds
+//! what a hit needs: the deadline, the second-chance bit, the kept state, 32
+//! bits of the key's hash (so that growing the table or evicting never reads a
+//! key) and, when project and path together take at most 42 bytes, a copy of
+//! the key's bytes. So a hit reads the index, then one slot, then the state's
+//! reference count: it compares the key on the slot's line instead of following
+//! the state's pointers to its `project` and `path` (two more dependent cache
+//! misses), and it never compares by pointer, so lookups with requests that
+//! share nothing with the kept state cost the same. A longer key is the kept
+//! state's `project` and `path`. Everything else an entry may hold, which
 //! most entries do not once registered, lives in a per-shard map of *cold records*
 //! by slab index: the key while there is no state, the attempt in flight, a kept
 //! permanent error, the terminal index known before the state is. The slot's flag
@@ -129,13 +134,96 @@ const REFERENCED: u64 = 1 << 63;
 /// deadlines never reach the flag bits.
 pub(crate) const MAX_NANOS: u64 = DEADLINE;
 
-/// One entry's hot part.
+/// The most key bytes (project and path together) a slot holds inline.
+const INLINE: usize = 42;
+
+/// A copy of a short key's bytes, kept in its slot so that a lookup compares
+/// the key on the slot's own cache line instead of following the kept state's
+/// pointers (two more dependent cache misses). `project_len == 0` (no project
+/// name is empty) means the key is too long to be inline: it is then the
+/// state's or the cold record's, as for every key before.
+#[derive(Clone, Copy)]
+struct InlineKey {
+    project_len: u8,
+    path_len: u8,
+    bytes: [u8; INLINE],
+}
+
+impl InlineKey {
+    const NONE: InlineKey = InlineKey {
+        project_len: 0,
+        path_len: 0,
+        bytes: [0; INLINE],
+    };
+
+    #[inline]
+    fn new(project: &str, path: &str) -> Self {
+        let (p, s) = (project.as_bytes(), path.as_bytes());
+        let total = p.len() + s.len();
+        match (u8::try_from(p.len()), u8::try_from(s.len())) {
+            (Ok(project_len), Ok(path_len)) if project_len > 0 && total <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..p.len()].copy_from_slice(p);
+                bytes[p.len()..total].copy_from_slice(s);
+                InlineKey {
+                    project_len,
+                    path_len,
+                    bytes,
+                }
+            }
+            _ => InlineKey::NONE,
+        }
+    }
+
+    #[inline]
+    fn is_set(&self) -> bool {
+        self.project_len != 0
+    }
+
+    /// Whether this (set) key is `(project, path)`.
+    #[inline]
+    fn is(&self, project: &str, path: &str) -> bool {
+        let (lp, ls) = (usize::from(self.project_len), usize::from(self.path_len));
+        project.len() == lp
+            && path.len() == ls
+            && self
+                .bytes
+                .get(..lp)
+                .is_some_and(|b| short_eq(b, project.as_bytes()))
+            && self
+                .bytes
+                .get(lp..lp + ls)
+                .is_some_and(|b| short_eq(b, path.as_bytes()))
+    }
+}
+
+/// `a == b` for short slices of equal length, eight bytes at a time and
+/// inline (a call to `memcmp` costs more than the comparison at these sizes).
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = ac.remainder() == bc.remainder();
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    tail && ac.zip(bc).all(|(x, y)| word(x) == word(y))
+}
+
+/// One entry's hot part: everything a hit reads, on one cache line (outside
+/// unit tests).
+#[repr(align(64))]
 struct Slot {
     /// The deadline (when the entry expires, in [`Clock`] nanoseconds, fixed at
     /// creation) and the flag bits above.
     meta: u64,
     /// The kept register answer.
     state: Option<Arc<LogStreamState>>,
+    /// [`short_hash`] of the key (so that growing the table or evicting never
+    /// reads a key).
+    hash: u32,
+    /// The key's bytes, if short.
+    key: InlineKey,
     /// A ghost identity, new for every entry made, that the model checker tracks
     /// attempts by.
     #[cfg(test)]
@@ -165,11 +253,14 @@ impl Slot {
         was
     }
 
-    /// A fresh entry expiring at `deadline`, its key in its cold record.
-    fn fresh(deadline: u64, referenced: bool) -> Self {
+    /// A fresh entry expiring at `deadline`, its key (short hash `hash`,
+    /// inline copy `key`) in its cold record.
+    fn fresh(deadline: u64, referenced: bool, hash: u32, key: InlineKey) -> Self {
         Slot {
             meta: (deadline & DEADLINE) | COLD | KEYED | if referenced { REFERENCED } else { 0 },
             state: None,
+            hash,
+            key,
             #[cfg(test)]
             generation: crate::model_check::seams::next_generation(),
         }
@@ -280,13 +371,13 @@ impl IndexTable {
         }
     }
 
+    /// The index filed under `hash` for which `eq` holds. (Through `iter_hash`,
+    /// which inlines `eq`, rather than `find`, which calls it through a `dyn`.)
     #[inline]
     fn find(&self, hash: u64, mut eq: impl FnMut(Index) -> bool) -> Option<Index> {
         match self {
-            IndexTable::Narrow(t) => t
-                .find(hash, |&i| eq(Index::from(i)))
-                .map(|&i| Index::from(i)),
-            IndexTable::Wide(t) => t.find(hash, |&i| eq(i)).copied(),
+            IndexTable::Narrow(t) => t.iter_hash(hash).map(|&i| Index::from(i)).find(|&i| eq(i)),
+            IndexTable::Wide(t) => t.iter_hash(hash).copied().find(|&i| eq(i)),
         }
     }
 
@@ -342,7 +433,6 @@ impl IndexTable {
 pub(crate) struct Cleared {
     _table: IndexTable,
     _slots: Vec<Slot>,
-    _hashes: Vec<u32>,
     _colds: HashMap<Index, Cold, KeyHasher>,
 }
 
@@ -350,8 +440,6 @@ pub(crate) struct Cleared {
 pub(crate) struct Shard {
     table: IndexTable,
     slots: Vec<Slot>,
-    /// [`short_hash`] of each slot's key, by index.
-    hashes: Vec<u32>,
     colds: HashMap<Index, Cold, KeyHasher>,
     /// The next slot the eviction scan looks at.
     hand: usize,
@@ -422,6 +510,9 @@ fn slot_is(
     let Some(slot) = slots.get(i as usize) else {
         return false;
     };
+    if slot.key.is_set() {
+        return slot.key.is(project, path);
+    }
     if slot.meta & KEYED == 0 {
         slot.state
             .as_ref()
@@ -449,7 +540,6 @@ impl Shard {
         Shard {
             table: IndexTable::for_capacity(capacity),
             slots: Vec::new(),
-            hashes: Vec::new(),
             colds: HashMap::with_hasher(hasher),
             hand: 0,
             state: ShardState {
@@ -511,7 +601,7 @@ impl Shard {
             // of the eviction order). An attempt still in flight for the old
             // entry keeps its waiters; its completion finds another attempt or
             // none here.
-            *slot = Slot::fresh(deadline, true);
+            *slot = Slot::fresh(deadline, true, slot.hash, slot.key);
             let (cold, attempt) = Cold::fresh(project, path, start, state);
             colds.insert(i, cold);
             return (i, Found::Expired { attempt });
@@ -525,17 +615,15 @@ impl Shard {
         let Shard {
             table,
             slots,
-            hashes,
             colds,
             state,
             ..
         } = self;
-        slots[i as usize] = Slot::fresh(deadline, false);
-        hashes[i as usize] = short;
+        slots[i as usize] = Slot::fresh(deadline, false, short, InlineKey::new(p, s));
         let (cold, attempt) = Cold::fresh(project, path, start, state);
         colds.insert(i, cold);
         table.insert(table_hash(short), i, |j| {
-            table_hash(hashes.get(j as usize).copied().unwrap_or(0))
+            table_hash(slots.get(j as usize).map_or(0, |s| s.hash))
         });
         (i, Found::New { evicted, attempt })
     }
@@ -577,7 +665,6 @@ impl Shard {
                 IndexTable::for_capacity(self.state.capacity),
             ),
             _slots: std::mem::take(&mut self.slots),
-            _hashes: std::mem::take(&mut self.hashes),
             _colds: std::mem::replace(&mut self.colds, HashMap::with_hasher(hasher)),
         };
         self.hand = 0;
@@ -591,11 +678,9 @@ impl Shard {
             let target = (self.slots.capacity() * 2).max(16).min(self.state.capacity);
             let more = target.saturating_sub(self.slots.len()).max(1);
             self.slots.reserve_exact(more);
-            self.hashes.reserve_exact(more);
         }
         let i = self.slots.len();
-        self.slots.push(Slot::fresh(0, false));
-        self.hashes.push(0);
+        self.slots.push(Slot::fresh(0, false, 0, InlineKey::NONE));
         // `i < capacity <= 2^32` (see `Shard::new`).
         i as Index
     }
@@ -614,7 +699,7 @@ impl Shard {
                 break i as Index;
             }
         };
-        let hash = table_hash(self.hashes[victim as usize]);
+        let hash = table_hash(self.slots[victim as usize].hash);
         self.table.remove(hash, victim);
         self.colds.remove(&victim);
         self.slots[victim as usize].state = None;
@@ -902,7 +987,13 @@ impl Clock {
         if let Some(now) = interleave::now() {
             return now;
         }
-        nanos(Instant::now().saturating_duration_since(self.epoch))
+        let since = Instant::now().saturating_duration_since(self.epoch);
+        // Within `MAX_NANOS` for 73 years: no overflow, no 128-bit arithmetic.
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
+            .min(MAX_NANOS)
     }
 }
 
@@ -978,7 +1069,6 @@ impl Shard {
     pub(crate) fn check_structure(&self, hasher: &KeyHasher) {
         assert!(self.slots.len() <= self.state.capacity.max(1));
         assert_eq!(self.table.len(), self.slots.len(), "index table vs slab");
-        assert_eq!(self.hashes.len(), self.slots.len(), "hashes vs slab");
         for (i, slot) in self.slots.iter().enumerate() {
             let i = i as Index;
             let cold = self.colds.get(&i);
@@ -1006,7 +1096,11 @@ impl Shard {
             }
             let (project, path) = slot_key(&self.slots, &self.colds, i).expect("a key");
             let short = short_hash(hash_key(hasher, project, path));
-            assert_eq!(self.hashes[i as usize], short, "slot {i}: kept hash");
+            assert_eq!(slot.hash, short, "slot {i}: kept hash");
+            assert!(
+                !slot.key.is_set() || slot.key.is(project, path),
+                "slot {i}: inline key"
+            );
             assert_eq!(
                 self.table.count(table_hash(short), i),
                 1,
@@ -1017,9 +1111,9 @@ impl Shard {
     }
 }
 
-// A slot is 16 bytes (outside unit tests, which add a ghost field).
+// A slot is one cache line (outside unit tests, which add a ghost field).
 #[cfg(not(test))]
-const _: () = assert!(std::mem::size_of::<Slot>() == 16);
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 #[cfg(test)]
 mod tests {
@@ -1134,6 +1228,24 @@ mod tests {
         );
         assert!(!f.contains("p/+/c") && f.contains("p/+/d"));
         assert_eq!(f.shard.len(), 4);
+    }
+
+    #[test]
+    fn when_every_entry_was_used_the_oldest_inserted_goes() {
+        // Fill s0..s3, use s3, s2, s1, s0, insert s4. Exact LRU would drop s3
+        // (used least recently). CLOCK keeps one bit of history: the hand clears
+        // every bit on its way round and takes the slot it started from, s0:
+        // the oldest inserted, though the most recently used.
+        let mut f = Fixture::new(4);
+        for k in 0..4 {
+            f.register(&format!("p/+/s{k}"), 0);
+        }
+        for k in (0..4).rev() {
+            assert_eq!(f.touch(&format!("p/+/s{k}"), 1).1, Found::Live);
+        }
+        f.touch("p/+/s4", 2);
+        assert!(!f.contains("p/+/s0"));
+        assert!((1..=4).all(|k| f.contains(&format!("p/+/s{k}"))));
     }
 
     #[test]
