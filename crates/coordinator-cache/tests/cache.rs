@@ -680,23 +680,38 @@ async fn a_caller_timing_out_never_poisons_the_entry() {
     );
 }
 
-/// An inner coordinator that panics in its first register call once released.
-struct PanicsFirst {
-    calls: AtomicUsize,
+/// An inner coordinator whose first register and first terminate panic: as
+/// soon as they are polled (in the cache's inline poll, inside
+/// `register_stream` / `terminate_stream`), or, if `held`, once `release` is
+/// notified (so in the task the call was moved to). Later calls succeed.
+#[derive(Default)]
+struct Panics {
+    held: bool,
     release: Notify,
+    registers: AtomicUsize,
+    terminates: AtomicUsize,
 }
 
-impl Coordinator for PanicsFirst {
+impl Panics {
+    /// Panics if this is the first call counted by `calls`.
+    async fn first_panics(&self, calls: &AtomicUsize, what: &str) {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            if self.held {
+                self.release.notified().await;
+            }
+            panic!("{what} blew up");
+        }
+    }
+}
+
+impl Coordinator for Panics {
     fn register_stream<'a>(
         &'a self,
         request: &'a RegisterRequest,
         _desc: &'a [u8],
     ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
         CoordinatorFuture::new(async move {
-            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                self.release.notified().await;
-                panic!("inner coordinator bug");
-            }
+            self.first_panics(&self.registers, "register").await;
             Ok(Arc::new(LogStreamState::from_request(
                 request,
                 StreamId::for_path(&request.path),
@@ -708,15 +723,18 @@ impl Coordinator for PanicsFirst {
         &'a self,
         _: &'a TerminateRequest,
     ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        CoordinatorFuture::ready(Ok(()))
+        CoordinatorFuture::new(async move {
+            self.first_panics(&self.terminates, "terminate").await;
+            Ok(())
+        })
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_inner_call_fails_its_waiters_transiently() {
-    let inner = Arc::new(PanicsFirst {
-        calls: AtomicUsize::new(0),
-        release: Notify::new(),
+    let inner = Arc::new(Panics {
+        held: true,
+        ..Panics::default()
     });
     let cache = Arc::new(CachedCoordinator::new(Arc::clone(&inner), 10, EXPIRATION));
     let r = req("p/+/a");
@@ -728,11 +746,11 @@ async fn a_panicking_inner_call_fails_its_waiters_transiently() {
         assert_eq!(e.code(), Code::Internal);
         assert!(e.is_transient());
         assert!(e.message().contains("inner call panicked"), "{e}");
-        assert!(e.message().contains("inner coordinator bug"), "{e}");
+        assert!(e.message().contains("register blew up"), "{e}");
     }
     // Not kept: the next caller makes a new call.
     cache.register_stream(&r, b"").await.unwrap();
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(inner.registers.load(Ordering::SeqCst), 2);
 }
 
 // ----- Without a runtime -----
@@ -1032,48 +1050,9 @@ async fn random_interleavings_keep_one_answer_per_stream() {
 
 // ----- A broken inner coordinator (issue 12) -----
 
-/// An inner coordinator whose first register and first terminate panic as soon
-/// as they are polled (that is, in the cache's inline poll, inside
-/// `register_stream` / `terminate_stream`); later calls succeed.
-#[derive(Default)]
-struct PanicsAtOnce {
-    registers: AtomicUsize,
-    terminates: AtomicUsize,
-}
-
-impl Coordinator for PanicsAtOnce {
-    fn register_stream<'a>(
-        &'a self,
-        request: &'a RegisterRequest,
-        _desc: &'a [u8],
-    ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
-        CoordinatorFuture::new(async move {
-            if self.registers.fetch_add(1, Ordering::SeqCst) == 0 {
-                panic!("register blew up");
-            }
-            Ok(Arc::new(LogStreamState::from_request(
-                request,
-                StreamId::for_path(&request.path),
-            )))
-        })
-    }
-
-    fn terminate_stream<'a>(
-        &'a self,
-        _: &'a TerminateRequest,
-    ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        CoordinatorFuture::new(async move {
-            if self.terminates.fetch_add(1, Ordering::SeqCst) == 0 {
-                panic!("terminate blew up");
-            }
-            Ok(())
-        })
-    }
-}
-
 #[tokio::test]
 async fn an_inner_call_panicking_in_the_inline_poll_is_a_transient_error() {
-    let inner = Arc::new(PanicsAtOnce::default());
+    let inner = Arc::new(Panics::default());
     let cache = CachedCoordinator::new(Arc::clone(&inner), 10, EXPIRATION);
     let r = req("p/+/a");
 
