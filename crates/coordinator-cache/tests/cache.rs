@@ -115,6 +115,19 @@ fn zero_means_default() {
     assert_eq!(cache.shards(), 2);
 }
 
+#[test]
+fn debug_shows_the_settings() {
+    let cache = CachedCoordinator::builder()
+        .size(10)
+        .expiration(EXPIRATION)
+        .error_expiration(Duration::from_secs(5))
+        .build(FakeCoordinator::new());
+    assert_eq!(
+        format!("{cache:?}"),
+        "CachedCoordinator { size: 10, expiration: 60s, error_expiration: 5s, shards: 1, .. }"
+    );
+}
+
 // ----- Coalescing -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1087,6 +1100,23 @@ async fn an_inner_call_panicking_in_the_inline_poll_is_a_transient_error() {
     assert_eq!(cache.stats().transient_failures, 2);
 }
 
+#[tokio::test]
+async fn a_long_panic_message_is_cut_at_a_character_boundary() {
+    // 199 ASCII bytes, then a 2-byte character across the 200-byte cut.
+    let message = format!("{}é{}", "x".repeat(199), "y".repeat(100));
+    let mut mock = MockCoordinator::new();
+    mock.expect_register_stream()
+        .returning(move |_, _| panic!("{message}"));
+    let cache = CachedCoordinator::new(mock, 10, EXPIRATION);
+    let e = cache.register_stream(&req("p/+/a"), b"").await.unwrap_err();
+    assert!(e.is_transient());
+    assert!(
+        e.message()
+            .ends_with(&format!("inner call panicked: {}", "x".repeat(199))),
+        "{e}"
+    );
+}
+
 /// A terminate whose inner call ends without an answer (its task is dropped with
 /// its runtime) fails its waiters transiently instead of leaving them hanging,
 /// and the next call starts a new attempt.
@@ -1297,4 +1327,15 @@ async fn hits_are_published_to_metrics_in_batches() {
     assert_eq!(hits(), Some(DebugValue::Counter(0)));
     assert_eq!(cache.stats().hits, 1034);
     assert_eq!(hits(), Some(DebugValue::Counter(10)));
+    // The next batch: 1,024 hits after the last publication (by `stats`).
+    for _ in 0..1023 {
+        now_or_never(cache.register_stream(&r, b""))
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(hits(), Some(DebugValue::Counter(0)));
+    now_or_never(cache.register_stream(&r, b""))
+        .unwrap()
+        .unwrap();
+    assert_eq!(hits(), Some(DebugValue::Counter(1024)));
 }
