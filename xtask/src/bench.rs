@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: runs the workspace's criterion benches and summarises
 //! them; `--compare` runs only the cache comparison (ours vs moka, quick_cache and
-//! the floor) and prints each candidate as a ratio to ours.
+//! the floor, plus the eviction-quality simulation) and prints each candidate as
+//! a ratio to ours; `--eviction` runs only the eviction-quality simulation (hit
+//! ratios of ours, an exact LRU and quick_cache on a collector-like trace).
 //!
 //! Sources of figures:
 //! - criterion's JSON for every benchmark that ran in this invocation
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 /// The candidate the comparison divides by.
 const OURS: &str = "coordinator-cache";
 /// Column order of the comparison table (others follow in order of appearance).
-const CANDIDATES: [&str; 5] = [OURS, "moka", "quick_cache", "floor", "payload"];
+const CANDIDATES: [&str; 6] = [OURS, "moka", "quick_cache", "floor", "lru", "payload"];
 
 /// Flags of `cargo xtask bench`.
 #[derive(Args, Debug, Clone)]
@@ -50,6 +52,11 @@ pub(crate) struct BenchArgs {
     /// Skip the memory bench (it fills 1,048,576 entries per implementation).
     #[arg(long)]
     no_memory: bool,
+    /// Run only the eviction-quality simulation (deterministic, no timing): the
+    /// hit ratio of our cache, an exact LRU and quick_cache on a collector-like
+    /// trace at sizes from 10% to 100% of its working set.
+    #[arg(long, conflicts_with = "compare")]
+    eviction: bool,
     /// Only benchmarks whose ID matches this criterion filter (a regex over
     /// `<group>/<name>`, e.g. `hit/`, `moka`, `miss|coalesce`); the memory bench
     /// matches it as a substring of `memory/<implementation>`.
@@ -155,7 +162,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         v.extend(criterion_args.iter().cloned());
         v
     };
-    match (args.compare, args.no_memory) {
+    let eviction = || -> Vec<String> {
+        ["bench", "-p", "coordinator-cache", "--bench", "eviction"]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    match (args.compare || args.eviction, args.no_memory) {
+        _ if args.eviction => runs.push(eviction()),
         (true, no_memory) => {
             runs.push(cargo_args(&["-p", "coordinator-cache", "--bench", "cache"]));
             if !no_memory {
@@ -166,6 +179,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
                     "memory",
                 ]));
             }
+            runs.push(eviction());
         }
         (false, false) => runs.push(cargo_args(&["--workspace", "--bench", "*"])),
         (false, true) => {
@@ -193,7 +207,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
 
     let mut rows = criterion_rows(&target.join("criterion"), started)?;
     rows.extend(record_rows(&records)?);
-    if args.compare {
+    if args.compare || args.eviction {
         // Only the comparison's own groups (a stale grpc result cannot be newer
         // than `started`, but keep the table to what was asked for).
         rows.retain(|r| CANDIDATES.contains(&r.candidate.as_str()));
@@ -208,7 +222,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     sort_rows(&mut rows);
 
     println!();
-    if args.compare {
+    if args.compare || args.eviction {
         print!("{}", comparison_table(&rows));
     } else {
         print!("{}", summary_table(&rows));
@@ -218,6 +232,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let report = Report {
         command: if args.compare {
             "cargo xtask bench --compare"
+        } else if args.eviction {
+            "cargo xtask bench --eviction"
         } else {
             "cargo xtask bench"
         },
@@ -368,12 +384,15 @@ fn fill_ratios(rows: &mut [Row]) {
 /// Orders rows as the cache bench runs its workloads (others after, by name),
 /// then candidates as [`CANDIDATES`], then metrics as criterion's first.
 fn sort_rows(rows: &mut [Row]) {
-    const WORKLOADS: [&str; 5] = [
+    const WORKLOADS: [&str; 8] = [
         "hit/1-thread",
         "hit/2-threads",
         "miss",
+        "mixed/",
+        "hit/1-thread-same-requests",
         "coalesce/",
         "memory/",
+        "eviction/",
     ];
     const METRICS: [&str; 3] = ["mean", "median", "throughput"];
     fn rank(list: &[&str], s: &str) -> usize {
@@ -382,8 +401,9 @@ fn sort_rows(rows: &mut [Row]) {
             .unwrap_or(list.len())
     }
     rows.sort_by(|a, b| {
-        (rank(&WORKLOADS, &a.workload), &a.workload)
-            .cmp(&(rank(&WORKLOADS, &b.workload), &b.workload))
+        // Within a group, shorter names first: `eviction/20%` before `eviction/100%`.
+        (rank(&WORKLOADS, &a.workload), a.workload.len(), &a.workload)
+            .cmp(&(rank(&WORKLOADS, &b.workload), b.workload.len(), &b.workload))
             .then_with(|| {
                 (rank(&CANDIDATES, &a.candidate), &a.candidate)
                     .cmp(&(rank(&CANDIDATES, &b.candidate), &b.candidate))
@@ -394,7 +414,7 @@ fn sort_rows(rows: &mut [Row]) {
 
 /// Whether a smaller value of `metric` is better.
 fn lower_is_better(metric: &str) -> bool {
-    metric != "throughput" && metric != "entries_held"
+    !matches!(metric, "throughput" | "entries_held" | "hit_ratio")
 }
 
 /// The comparison: one line per (workload, metric), one column per candidate,
@@ -457,7 +477,8 @@ fn comparison_table(rows: &[Row]) -> String {
         out,
         "\n(ratio) = candidate ÷ {OURS}. Times are per iteration: one call \
          (one per thread for hit/2-threads; one round of 10,000 callers for coalesce). \
-         Throughput counts calls of all threads."
+         Throughput counts calls of all threads. Hit ratios: percent of calls answered \
+         without an inner call (eviction/<size as % of the working set>)."
     );
     out
 }
@@ -525,6 +546,7 @@ fn metric_label(metric: &str) -> String {
         "mean" => "mean time".to_owned(),
         "inner_calls_max" => "inner calls".to_owned(),
         "resident_bytes_per_entry" => "bytes/entry".to_owned(),
+        "hit_ratio" => "hit ratio".to_owned(),
         "entries_held" => "entries held".to_owned(),
         other => other.replace('_', " "),
     }
@@ -561,6 +583,7 @@ fn format_value(value: f64, unit: &str) -> String {
             }
         }
         "B" => format!("{value:.0} B"),
+        "%" => format!("{value:.2}%"),
         "calls" | "entries" if value.fract() == 0.0 => format!("{value:.0}"),
         "calls" | "entries" => format!("{value:.1}"),
         other => format!("{value:.1} {other}"),

@@ -2,9 +2,18 @@
 //! `workload/mod.rs` for the workload and the candidates). Groups, each with one
 //! benchmark per candidate (`coordinator-cache`, `moka`, `quick_cache`, `floor`):
 //!
-//! - `hit/1-thread`: `register_stream` on one of 10,000 cached keys, random order;
-//! - `hit/2-threads`: the same from two threads at once (one iteration is one call
-//!   on each thread; throughput counts both: the aggregate);
+//! - `hit/1-thread`: `register_stream` on one of 10,000 cached keys, random order,
+//!   with requests built independently of those that filled the cache (no
+//!   allocation shared between a lookup and the stored key, so keys are compared
+//!   as text, as in a collector that decodes each request from a bundle);
+//! - `hit/1-thread-same-requests`: the same, but looking up with the very
+//!   requests that filled the cache (their project and path `Arc`s are the
+//!   stored key's): flatters whoever skips comparing a pointer-equal key; kept
+//!   only for comparison with older reports;
+//! - `hit/2-threads`: `hit/1-thread` from two threads at once (one iteration is
+//!   one call on each thread; throughput counts both: the aggregate);
+//! - `mixed/95-hit-5-miss`: one thread, 19 hits (as `hit/1-thread`) then one
+//!   `register_stream` of a stream never seen (a miss that inserts), repeated;
 //! - `miss`: `register_stream` on keys never seen, zero-latency inner coordinator
 //!   (a fresh cache per 65,536 keys, built and dropped outside the timing);
 //! - `coalesce/10000-callers-1ms`: 10,000 tasks on a 2-worker Tokio runtime
@@ -30,7 +39,7 @@ use criterion::{
 };
 use parking_lot::Mutex;
 use workload::{
-    Answers, Candidate, HOT_KEYS, Ours, Remote, random_order, record, register, requests,
+    Answers, Candidate, HOT_KEYS, Ours, Remote, random_order, record, register, requests, state_for,
 };
 
 const ORDER_LEN: usize = 1 << 16;
@@ -38,20 +47,34 @@ const COALESCE_GROUP: &str = "coalesce/10000-callers-1ms";
 const CALLERS: usize = 10_000;
 const INNER_LATENCY: Duration = Duration::from_millis(1);
 
-/// A cache of every hot key (all calls after this are hits).
-fn warm<C: Candidate>() -> (Arc<Remote>, C, Vec<RegisterRequest>) {
+/// How the hit benchmarks' lookups relate to the requests that filled the cache.
+#[derive(Clone, Copy)]
+enum Lookups {
+    /// Built independently: equal keys, no shared allocation.
+    Independent,
+    /// The very requests that filled the cache.
+    SameAsFill,
+}
+
+/// A cache of every hot key (all calls after this are hits), and the requests to
+/// look them up with.
+fn warm<C: Candidate>(lookups: Lookups) -> (Arc<Remote>, C, Vec<RegisterRequest>) {
     let inner = Arc::new(Remote::immediate(Answers::PerKey));
     let cache = C::build(Arc::clone(&inner), DEFAULT_SIZE);
-    let hot = requests(0..HOT_KEYS as u64);
-    for r in &hot {
+    let fill = requests(0..HOT_KEYS as u64);
+    for r in &fill {
         register(&cache, r);
     }
     cache.settle();
+    let hot = match lookups {
+        Lookups::Independent => requests(0..HOT_KEYS as u64),
+        Lookups::SameAsFill => fill,
+    };
     (inner, cache, hot)
 }
 
-fn hit_1_thread<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let (inner, cache, hot) = warm::<C>();
+fn hit_1_thread<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>, lookups: Lookups) {
+    let (inner, cache, hot) = warm::<C>(lookups);
     let order = random_order(HOT_KEYS, ORDER_LEN, 1);
     let calls = inner.calls();
     group.bench_function(C::NAME, |b| {
@@ -66,7 +89,7 @@ fn hit_1_thread<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
 }
 
 fn hit_2_threads<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let (inner, cache, hot) = warm::<C>();
+    let (inner, cache, hot) = warm::<C>(Lookups::Independent);
     let orders = [
         random_order(HOT_KEYS, ORDER_LEN, 2),
         random_order(HOT_KEYS, ORDER_LEN, 3),
@@ -102,7 +125,7 @@ fn miss<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
     // cache's insert path rather than the inner call's allocations.
     let states = pool
         .iter()
-        .map(|r| (r.path.clone(), Arc::new(workload::state_for(r))))
+        .map(|r| (r.path.clone(), Arc::new(state_for(r))))
         .collect();
     let inner = Arc::new(Remote::immediate(Answers::Prebuilt(states)));
     group.bench_function(C::NAME, |b| {
@@ -115,6 +138,54 @@ fn miss<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
                 let cache = C::build(Arc::clone(&inner), DEFAULT_SIZE);
                 let start = Instant::now();
                 for r in &pool[..n] {
+                    black_box(register(&cache, r));
+                }
+                total += start.elapsed();
+                drop(cache);
+                left -= n;
+            }
+            total
+        })
+    });
+}
+
+/// One miss in every `MIXED_PERIOD` calls (5%).
+const MIXED_PERIOD: usize = 20;
+
+fn mixed<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
+    // New streams per round: a round is `NEW * MIXED_PERIOD` calls on a freshly
+    // warmed cache (warmed outside the timing), so every 20th call is a miss.
+    const NEW: usize = 1 << 14;
+    let pool = requests(2_000_000..2_000_000 + NEW as u64);
+    let fill = requests(0..HOT_KEYS as u64);
+    let hot = requests(0..HOT_KEYS as u64);
+    // Prebuilt answers (no allocation in the inner call), holding the fill's and
+    // the pool's own `Arc`s.
+    let states = pool
+        .iter()
+        .chain(&fill)
+        .map(|r| (r.path.clone(), Arc::new(state_for(r))))
+        .collect();
+    let inner = Arc::new(Remote::immediate(Answers::Prebuilt(states)));
+    let order = random_order(HOT_KEYS, ORDER_LEN, 4);
+    group.bench_function(C::NAME, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(NEW * MIXED_PERIOD);
+                let cache = C::build(Arc::clone(&inner), DEFAULT_SIZE);
+                for r in &fill {
+                    register(&cache, r);
+                }
+                cache.settle();
+                let start = Instant::now();
+                for i in 0..n {
+                    let r = if i % MIXED_PERIOD == MIXED_PERIOD - 1 {
+                        &pool[i / MIXED_PERIOD]
+                    } else {
+                        &hot[order[i & (ORDER_LEN - 1)] as usize]
+                    };
                     black_box(register(&cache, r));
                 }
                 total += start.elapsed();
@@ -190,7 +261,12 @@ fn coalesce<C: Candidate>(
 fn hits_and_misses(c: &mut Criterion) {
     let mut group = c.benchmark_group("hit/1-thread");
     group.throughput(Throughput::Elements(1));
-    for_each_candidate!(hit_1_thread(&mut group));
+    for_each_candidate!(hit_1_thread(&mut group, Lookups::Independent));
+    group.finish();
+
+    let mut group = c.benchmark_group("hit/1-thread-same-requests");
+    group.throughput(Throughput::Elements(1));
+    for_each_candidate!(hit_1_thread(&mut group, Lookups::SameAsFill));
     group.finish();
 
     let mut group = c.benchmark_group("hit/2-threads");
@@ -202,6 +278,11 @@ fn hits_and_misses(c: &mut Criterion) {
     let mut group = c.benchmark_group("miss");
     group.throughput(Throughput::Elements(1));
     for_each_candidate!(miss(&mut group));
+    group.finish();
+
+    let mut group = c.benchmark_group("mixed/95-hit-5-miss");
+    group.throughput(Throughput::Elements(1));
+    for_each_candidate!(mixed(&mut group));
     group.finish();
 }
 

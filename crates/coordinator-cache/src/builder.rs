@@ -12,7 +12,16 @@ use crate::{CachedCoordinator, DEFAULT_EXPIRATION, DEFAULT_SIZE};
 const MAX_DEFAULT_SHARDS: usize = 16;
 /// By default a shard holds at least this many entries (so small caches have one
 /// shard, and one eviction order).
-const MIN_DEFAULT_SHARD_SIZE: usize = 1024;
+const MIN_DEFAULT_SHARD_SIZE: usize = 4096;
+
+/// A cache's resolved settings (defaults applied).
+pub(crate) struct Config {
+    pub(crate) size: usize,
+    pub(crate) expiration: Duration,
+    pub(crate) error_expiration: Duration,
+    pub(crate) shards: usize,
+    pub(crate) runtime: Option<Handle>,
+}
 
 /// Builds a [`CachedCoordinator`] with optional knobs; start from
 /// [`CachedCoordinator::builder`].
@@ -36,6 +45,7 @@ const MIN_DEFAULT_SHARD_SIZE: usize = 1024;
 pub struct CacheBuilder {
     size: usize,
     expiration: Duration,
+    error_expiration: Duration,
     shards: usize,
     metrics_prefix: String,
     metrics_labels: Vec<(String, String)>,
@@ -47,6 +57,7 @@ impl Default for CacheBuilder {
         CacheBuilder {
             size: 0,
             expiration: Duration::ZERO,
+            error_expiration: Duration::ZERO,
             shards: 0,
             metrics_prefix: "coordinator_cache".to_owned(),
             metrics_labels: Vec::new(),
@@ -76,9 +87,31 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a kept **permanent error** lives after it is kept (the inner
+    /// call answered it); zero (the default) means until its entry expires, as a
+    /// kept success. A shorter time (say 30 s) lets a stream that was refused
+    /// (e.g. an unknown prefix) be retried sooner while successes stay cached
+    /// for the entry's full [`expiration`](Self::expiration). Never longer than
+    /// the entry's own life.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use coordinator_cache::CachedCoordinator;
+    /// use coordinator_testkit::FakeCoordinator;
+    ///
+    /// let cache = CachedCoordinator::builder()
+    ///     .error_expiration(Duration::from_secs(30))
+    ///     .build(FakeCoordinator::new());
+    /// assert_eq!(cache.error_expiration(), Duration::from_secs(30));
+    /// ```
+    pub fn error_expiration(mut self, expiration: Duration) -> Self {
+        self.error_expiration = expiration;
+        self
+    }
+
     /// The number of independently locked shards, rounded up to a power of two
     /// and lowered (halving) until no shard would be empty; `0` means the default:
-    /// up to 16, with at least 1,024 entries per shard. The size bound is split
+    /// up to 16, with at least 4,096 entries per shard. The size bound is split
     /// exactly between the shards, and eviction order is kept per shard.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards;
@@ -140,15 +173,19 @@ impl CacheBuilder {
             .into_iter()
             .map(|(k, v)| metrics::Label::new(k, v))
             .collect::<Vec<_>>();
-        CachedCoordinator::from_parts(
-            inner,
+        let error_expiration = if self.error_expiration.is_zero() {
+            expiration
+        } else {
+            self.error_expiration.min(expiration)
+        };
+        let config = Config {
             size,
             expiration,
+            error_expiration,
             shards,
-            &self.metrics_prefix,
-            &labels,
-            self.runtime,
-        )
+            runtime: self.runtime,
+        };
+        CachedCoordinator::from_parts(inner, config, &self.metrics_prefix, &labels)
     }
 }
 
@@ -157,6 +194,7 @@ impl fmt::Debug for CacheBuilder {
         f.debug_struct("CacheBuilder")
             .field("size", &self.size)
             .field("expiration", &self.expiration)
+            .field("error_expiration", &self.error_expiration)
             .field("shards", &self.shards)
             .field("metrics_prefix", &self.metrics_prefix)
             .field("metrics_labels", &self.metrics_labels)

@@ -1,7 +1,9 @@
 //! [`CachedCoordinator`]: the hit path, the miss path, and call completion.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -15,6 +17,7 @@ use metrics::Label;
 use tokio::runtime::Handle;
 
 use crate::CacheBuilder;
+use crate::builder::Config;
 use crate::flight::Flight;
 use crate::interleave;
 use crate::stats::{CacheStats, Metrics, PUBLISH_BATCH};
@@ -39,15 +42,17 @@ use crate::table::{
 /// passes. So an entry used since the hand last passed it (or since it was
 /// inserted) survives the next pass, a new entry is the last the hand reaches, and
 /// hits write nothing to shared memory (beyond the mark, once), which keeps them
-/// fast on many threads. With one shard (the default for sizes below 2,048) the
+/// fast on many threads. With one shard (the default for sizes below 8,192) the
 /// eviction order is cache-wide, otherwise it is per shard; the size bound is
 /// exact either way.
 ///
 /// Each shard keeps its entries in a slab found through a hash table of slab
-/// indexes (no allocation per entry): a registered entry costs about 26 bytes
-/// besides its key and state (its deadline, its mark and its kept state's
-/// pointer, 32 bits of its key's hash, and its share of the table), since the
-/// kept state's project and path are the key. What fewer entries need (a call in
+/// indexes (no allocation per entry): a registered entry costs about 66 bytes
+/// besides its state: a 64-byte slot (one cache line: its deadline, its mark,
+/// its kept state's pointer, 32 bits of its key's hash, and a copy of a key of
+/// up to 42 bytes, so that a hit compares the key without leaving the line) and
+/// its share of the table. A longer key is the kept state's project and path.
+/// What fewer entries need (a call in
 /// flight, a kept error, a terminal index known before the state, a key the state
 /// does not carry) lives in a per-shard side map.
 ///
@@ -87,16 +92,21 @@ use crate::table::{
 /// - the returned futures are cancel-safe: dropping one only stops that caller's
 ///   wait.
 ///
-/// An inner call that ends without an answer (it panicked, or its runtime shut
-/// down) fails its waiters with a transient `Internal` error, which is not kept.
+/// An inner call that panics (in making its future, in the inline poll, or
+/// later in its task) fails the callers of that attempt with a transient
+/// `Internal` error saying that the inner call panicked, which is not kept: no
+/// caller of the cache panics, and the next caller starts a new attempt. An inner
+/// call that ends without an answer otherwise (its runtime shut down) fails its
+/// waiters the same way.
 /// Outside any Tokio runtime (and with none set on the builder) nothing can run a
 /// call that does not answer at once, so such a call ends the same way.
 ///
 /// # Cost
 ///
 /// A hit is one clock read, one hash of the key (from the borrowed strings), one
-/// shard lock held for the table lookup only, and an `Arc` clone: no allocation, no
-/// string copy, no write to the entry, and it returns an already completed
+/// shard lock held for the table lookup only (index, slot, and the key compared
+/// on the slot's cache line), and an `Arc` clone: no allocation, no string copy,
+/// no write to the entry (beyond its mark, once), and it returns an already completed
 /// [`CoordinatorFuture::ready`]. Counters are plain per-shard integers updated
 /// under that lock. A miss clones the request and descriptor once into the call;
 /// if the inner call answers at once, that is all (no task, no waiter
@@ -137,6 +147,9 @@ struct Shared<C> {
     size: usize,
     expiration: Duration,
     expiration_nanos: u64,
+    error_expiration: Duration,
+    /// How long a kept permanent error lives, if shorter than its entry.
+    error_expiration_nanos: Option<u64>,
     clock: Clock,
     metrics: Metrics,
     runtime: Option<Handle>,
@@ -177,13 +190,17 @@ impl CachedCoordinator<()> {
 impl<C> CachedCoordinator<C> {
     pub(crate) fn from_parts(
         inner: C,
-        size: usize,
-        expiration: Duration,
-        shards: usize,
+        config: Config,
         metrics_prefix: &str,
         metrics_labels: &[Label],
-        runtime: Option<Handle>,
     ) -> Self {
+        let Config {
+            size,
+            expiration,
+            error_expiration,
+            shards,
+            runtime,
+        } = config;
         let hasher = KeyHasher::default();
         let (base, extra) = (size / shards, size % shards);
         let shards: Box<[PaddedShard]> = (0..shards)
@@ -198,6 +215,9 @@ impl<C> CachedCoordinator<C> {
                 size,
                 expiration,
                 expiration_nanos: nanos(expiration),
+                error_expiration,
+                error_expiration_nanos: (error_expiration < expiration)
+                    .then(|| nanos(error_expiration)),
                 clock: Clock::new(),
                 metrics: Metrics::register(metrics_prefix, metrics_labels),
                 runtime,
@@ -220,9 +240,60 @@ impl<C> CachedCoordinator<C> {
         self.shared.expiration
     }
 
+    /// How long a kept permanent error lives after it is kept (at most the
+    /// [`expiration`](Self::expiration); see [`CacheBuilder::error_expiration`]).
+    pub fn error_expiration(&self) -> Duration {
+        self.shared.error_expiration
+    }
+
     /// The number of shards.
     pub fn shards(&self) -> usize {
         self.shared.shards.len()
+    }
+
+    /// Drops what the cache knows about `(project, path)`: the entry is expired
+    /// at once, so the next call for it is a miss that starts a new inner call,
+    /// and the entry is the first to go when room is needed. Returns whether
+    /// there was an entry (live or expired).
+    ///
+    /// With a call in flight for the entry: the callers already waiting for it
+    /// still get its answer, but that answer is not kept for anyone else; a call
+    /// made after `invalidate` returns never joins it and never receives it (it
+    /// starts its own inner call).
+    pub fn invalidate(&self, project: &ProjectName, path: &StreamPath) -> bool {
+        let shared = &*self.shared;
+        let hash = hash_key(&shared.hasher, project.as_str(), path.as_str());
+        let mut shard = shared.shards[shared.shard_index(hash)].lock();
+        let found = shard.invalidate(hash, project.as_str(), path.as_str());
+        if found {
+            shard.state.counters.invalidations += 1;
+            shared.metrics.invalidations.increment(1);
+        }
+        found
+    }
+
+    /// Removes every entry (freeing their memory) and returns how many there
+    /// were. Calls in flight behave as for [`invalidate`](Self::invalidate):
+    /// their waiters get their answers, which are not kept, and later calls start
+    /// new inner calls. Shards are cleared one after the other, so a call made
+    /// during `invalidate_all` may be kept in a shard cleared before it.
+    pub fn invalidate_all(&self) -> usize {
+        let shared = &*self.shared;
+        let mut total = 0;
+        for shard in shared.shards.iter() {
+            let (cleared, n) = {
+                let mut shard = shard.lock();
+                let (cleared, n) = shard.clear();
+                shard.state.counters.invalidations += n as u64;
+                (cleared, n)
+            };
+            // Dropped (states, keys, errors) outside the lock.
+            drop(cleared);
+            shared.metrics.invalidations.increment(n as u64);
+            shared.metrics.entries.decrement(n as f64);
+            total += n;
+        }
+        total
     }
 
     /// A snapshot of the counters, summed over the shards (each shard is read
@@ -286,6 +357,7 @@ impl<C> fmt::Debug for CachedCoordinator<C> {
         f.debug_struct("CachedCoordinator")
             .field("size", &self.shared.size)
             .field("expiration", &self.shared.expiration)
+            .field("error_expiration", &self.shared.error_expiration)
             .field("shards", &self.shared.shards.len())
             .finish_non_exhaustive()
     }
@@ -342,6 +414,17 @@ impl<C> Shared<C> {
             }
         }
         (i, found)
+    }
+
+    /// Until when a permanent error in `result` may be kept, in [`Clock`]
+    /// nanoseconds ([`MAX_NANOS`]: as long as its entry).
+    fn error_until<T>(&self, result: &Result<T, Error>) -> u64 {
+        match (result, self.error_expiration_nanos) {
+            (Err(error), Some(lifetime)) if !error.is_transient() => {
+                self.clock.now().saturating_add(lifetime).min(MAX_NANOS)
+            }
+            _ => MAX_NANOS,
+        }
     }
 
     fn count_failure(&self, state: &mut ShardState, error: &Error) {
@@ -440,11 +523,13 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
                 };
                 let desc = desc.to_vec();
                 let driver = async move {
-                    let result = completion
-                        .shared
-                        .inner
-                        .register_stream(&completion.request, &desc)
-                        .await;
+                    let result = catch_panic(|| {
+                        completion
+                            .shared
+                            .inner
+                            .register_stream(&completion.request, &desc)
+                    })
+                    .await;
                     completion.finish(result)
                 };
                 run_call(
@@ -528,11 +613,13 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
                     done: false,
                 };
                 let driver = async move {
-                    let result = completion
-                        .shared
-                        .inner
-                        .terminate_stream(&completion.request)
-                        .await;
+                    let result = catch_panic(|| {
+                        completion
+                            .shared
+                            .inner
+                            .terminate_stream(&completion.request)
+                    })
+                    .await;
                     completion.finish(result)
                 };
                 run_call(
@@ -568,7 +655,8 @@ impl<C> RegisterCompletion<C> {
                 self.shared.count_failure(&mut shard.state, error);
             }
             let flight = shard.state.register_waits.remove(&id);
-            (shard.complete_register(slot, id, result), flight)
+            let until = self.shared.error_until(&result);
+            (shard.complete_register(slot, id, result, until), flight)
         };
         if let Err(error) = &value {
             log_failure(
@@ -611,7 +699,8 @@ impl<C> TerminateCompletion<C> {
             if let Err(error) = &result {
                 self.shared.count_failure(&mut shard.state, error);
             }
-            shard.complete_terminate(slot, id, self.request.terminal_index, &result);
+            let until = self.shared.error_until(&result);
+            shard.complete_terminate(slot, id, self.request.terminal_index, &result, until);
             shard.state.terminate_waits.remove(&id)
         };
         if let Err(error) = &result {
@@ -649,13 +738,55 @@ fn log_failure(operation: &str, project: &ProjectName, path: &StreamPath, error:
     );
 }
 
+/// Makes the inner call (`start`) and drives it, turning a panic, in making it
+/// or in any poll (the inline one included), into a transient error: a broken
+/// inner coordinator must not panic the cache's callers, and its panic is never
+/// kept as the entry's answer.
+async fn catch_panic<T, F>(start: impl FnOnce() -> F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    let call = match panic::catch_unwind(AssertUnwindSafe(start)) {
+        Ok(call) => call,
+        Err(payload) => return Err(panicked(&*payload)),
+    };
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(move |cx| {
+        panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx)))
+            .unwrap_or_else(|payload| Poll::Ready(Err(panicked(&*payload))))
+    })
+    .await
+}
+
+/// The error of an inner call that panicked (transient, so never kept), with
+/// the start of the panic's message when it has one.
+fn panicked(payload: &(dyn Any + Send)) -> Error {
+    const MAX: usize = 200;
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text payload");
+    let mut end = message.len().min(MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Error::new(
+        Code::Internal,
+        format!(
+            "coordinator-cache: the inner call panicked: {}",
+            &message[..end]
+        ),
+    )
+}
+
 /// The error of an inner call that ended without an answer.
 fn abandoned() -> Error {
     Error::new(
         Code::Internal,
-        "coordinator-cache: the inner call ended without an answer (it panicked, its \
-         runtime shut down, or it could not finish at once and no Tokio runtime was \
-         available to run it)",
+        "coordinator-cache: the inner call ended without an answer (its runtime shut \
+         down, or it could not finish at once and no Tokio runtime was available to \
+         run it)",
     )
 }
 

@@ -10,8 +10,12 @@
 //! - Key `(project, path)`; bounded by entry count ([`DEFAULT_SIZE`]), evicting
 //!   entries not used recently first (second-chance LRU); every entry lives a fixed
 //!   time from its creation ([`DEFAULT_EXPIRATION`]).
-//! - Successes and permanent errors are kept; transient errors go only to the
-//!   callers of the attempt that failed.
+//! - Successes and permanent errors are kept (permanent errors for a shorter
+//!   time if [`CacheBuilder::error_expiration`] says so); transient errors go
+//!   only to the callers of the attempt that failed. A panicking inner call is a
+//!   transient error.
+//! - Entries can be dropped on demand: [`CachedCoordinator::invalidate`],
+//!   [`CachedCoordinator::invalidate_all`].
 //! - Cancel-safe: the inner call belongs to the entry, not to the first caller, so
 //!   no caller's cancellation or timeout affects the others or is remembered.
 //! - Observable: [`CachedCoordinator::stats`] returns a [`CacheStats`] snapshot,
@@ -35,6 +39,7 @@
 //! | `coordinator_cache_failures_total{kind="permanent"}` | counter | [`CacheStats::permanent_failures`] |
 //! | `coordinator_cache_evictions_total` | counter | [`CacheStats::evictions`] |
 //! | `coordinator_cache_expirations_total` | counter | [`CacheStats::expirations`] |
+//! | `coordinator_cache_invalidations_total` | counter | [`CacheStats::invalidations`] |
 //! | `coordinator_cache_entries` | gauge | [`CacheStats::entries`] |
 //!
 //! ```

@@ -32,8 +32,14 @@ pub struct CacheStats {
     /// Entries removed to make room (see [`CachedCoordinator`](crate::CachedCoordinator)
     /// on the eviction order).
     pub evictions: u64,
-    /// Entries replaced because they had expired.
+    /// Entries replaced because they had expired (an entry expired by
+    /// [`invalidate`](crate::CachedCoordinator::invalidate) counts here when it is
+    /// replaced).
     pub expirations: u64,
+    /// Entries invalidated: expired by
+    /// [`invalidate`](crate::CachedCoordinator::invalidate) or removed by
+    /// [`invalidate_all`](crate::CachedCoordinator::invalidate_all).
+    pub invalidations: u64,
     /// Entries in the cache now (live or expired but not yet replaced).
     pub entries: u64,
 }
@@ -52,6 +58,7 @@ pub(crate) struct Counters {
     pub(crate) permanent_failures: u64,
     pub(crate) evictions: u64,
     pub(crate) expirations: u64,
+    pub(crate) invalidations: u64,
 }
 
 impl AddAssign<&Counters> for CacheStats {
@@ -65,6 +72,7 @@ impl AddAssign<&Counters> for CacheStats {
         self.permanent_failures += c.permanent_failures;
         self.evictions += c.evictions;
         self.expirations += c.expirations;
+        self.invalidations += c.invalidations;
     }
 }
 
@@ -85,6 +93,7 @@ pub(crate) struct Metrics {
     pub(crate) permanent_failures: Counter,
     pub(crate) evictions: Counter,
     pub(crate) expirations: Counter,
+    pub(crate) invalidations: Counter,
     pub(crate) entries: Gauge,
 }
 
@@ -111,6 +120,7 @@ impl Metrics {
             permanent_failures: counter("failures_total", Some(("kind", "permanent"))),
             evictions: counter("evictions_total", None),
             expirations: counter("expirations_total", None),
+            invalidations: counter("invalidations_total", None),
             entries: metrics::gauge!(format!("{prefix}_entries"), with(None)),
         }
     }

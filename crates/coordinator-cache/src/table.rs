@@ -5,12 +5,17 @@
 //!
 //! A shard keeps its entries in a slab (`Vec<Slot>`) and finds them through a
 //! hash table of slab indexes ([`IndexTable`], hashbrown's `HashTable` of `u16` or
-//! `u32`), with 32 bits of each key's hash kept beside the slab so that growing
-//! the table or evicting never reads a key. No allocation per entry: a 16-byte
-//! slot, 4 bytes of hash, and about 6 bytes of table (10 for shards of more than
-//! 65,536 entries). A slot holds only what a hit needs: the deadline, the
-//! second-chance bit, and the kept state (whose `project` and `path` are the
-//! key). Everything else an entry may hold, which
+//! `u32`). No allocation per entry: a 64-byte slot (one cache line) and about 2.3
+//! bytes of table (4.6 for shards of more than 65,536 entries). A slot holds
+//! what a hit needs: the deadline, the second-chance bit, the kept state, 32
+//! bits of the key's hash (so that growing the table or evicting never reads a
+//! key) and, when project and path together take at most 42 bytes, a copy of
+//! the key's bytes. So a hit reads the index, then one slot, then the state's
+//! reference count: it compares the key on the slot's line instead of following
+//! the state's pointers to its `project` and `path` (two more dependent cache
+//! misses), and it never compares by pointer, so lookups with requests that
+//! share nothing with the kept state cost the same. A longer key is the kept
+//! state's `project` and `path`. Everything else an entry may hold, which
 //! most entries do not once registered, lives in a per-shard map of *cold records*
 //! by slab index: the key while there is no state, the attempt in flight, a kept
 //! permanent error, the terminal index known before the state is. The slot's flag
@@ -129,13 +134,96 @@ const REFERENCED: u64 = 1 << 63;
 /// deadlines never reach the flag bits.
 pub(crate) const MAX_NANOS: u64 = DEADLINE;
 
-/// One entry's hot part.
+/// The most key bytes (project and path together) a slot holds inline.
+const INLINE: usize = 42;
+
+/// A copy of a short key's bytes, kept in its slot so that a lookup compares
+/// the key on the slot's own cache line instead of following the kept state's
+/// pointers (two more dependent cache misses). `project_len == 0` (no project
+/// name is empty) means the key is too long to be inline: it is then the
+/// state's or the cold record's, as for every key before.
+#[derive(Clone, Copy)]
+struct InlineKey {
+    project_len: u8,
+    path_len: u8,
+    bytes: [u8; INLINE],
+}
+
+impl InlineKey {
+    const NONE: InlineKey = InlineKey {
+        project_len: 0,
+        path_len: 0,
+        bytes: [0; INLINE],
+    };
+
+    #[inline]
+    fn new(project: &str, path: &str) -> Self {
+        let (p, s) = (project.as_bytes(), path.as_bytes());
+        let total = p.len() + s.len();
+        match (u8::try_from(p.len()), u8::try_from(s.len())) {
+            (Ok(project_len), Ok(path_len)) if project_len > 0 && total <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..p.len()].copy_from_slice(p);
+                bytes[p.len()..total].copy_from_slice(s);
+                InlineKey {
+                    project_len,
+                    path_len,
+                    bytes,
+                }
+            }
+            _ => InlineKey::NONE,
+        }
+    }
+
+    #[inline]
+    fn is_set(&self) -> bool {
+        self.project_len != 0
+    }
+
+    /// Whether this (set) key is `(project, path)`.
+    #[inline]
+    fn is(&self, project: &str, path: &str) -> bool {
+        let (lp, ls) = (usize::from(self.project_len), usize::from(self.path_len));
+        project.len() == lp
+            && path.len() == ls
+            && self
+                .bytes
+                .get(..lp)
+                .is_some_and(|b| short_eq(b, project.as_bytes()))
+            && self
+                .bytes
+                .get(lp..lp + ls)
+                .is_some_and(|b| short_eq(b, path.as_bytes()))
+    }
+}
+
+/// `a == b` for short slices of equal length, eight bytes at a time and
+/// inline (a call to `memcmp` costs more than the comparison at these sizes).
+#[inline]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = ac.remainder() == bc.remainder();
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    tail && ac.zip(bc).all(|(x, y)| word(x) == word(y))
+}
+
+/// One entry's hot part: everything a hit reads, on one cache line (outside
+/// unit tests).
+#[repr(align(64))]
 struct Slot {
     /// The deadline (when the entry expires, in [`Clock`] nanoseconds, fixed at
     /// creation) and the flag bits above.
     meta: u64,
     /// The kept register answer.
     state: Option<Arc<LogStreamState>>,
+    /// [`short_hash`] of the key (so that growing the table or evicting never
+    /// reads a key).
+    hash: u32,
+    /// The key's bytes, if short.
+    key: InlineKey,
     /// A ghost identity, new for every entry made, that the model checker tracks
     /// attempts by.
     #[cfg(test)]
@@ -165,11 +253,14 @@ impl Slot {
         was
     }
 
-    /// A fresh entry expiring at `deadline`, its key in its cold record.
-    fn fresh(deadline: u64, referenced: bool) -> Self {
+    /// A fresh entry expiring at `deadline`, its key (short hash `hash`,
+    /// inline copy `key`) in its cold record.
+    fn fresh(deadline: u64, referenced: bool, hash: u32, key: InlineKey) -> Self {
         Slot {
             meta: (deadline & DEADLINE) | COLD | KEYED | if referenced { REFERENCED } else { 0 },
             state: None,
+            hash,
+            key,
             #[cfg(test)]
             generation: crate::model_check::seams::next_generation(),
         }
@@ -183,8 +274,9 @@ enum RegisterCold {
     /// This attempt is in flight (its waiters, if any, wait on its flight in
     /// [`ShardState::register_waits`]).
     Pending(AttemptId),
-    /// A permanent error, kept until the entry expires.
-    Failed(Error),
+    /// A permanent error, kept until the entry expires or until the deadline
+    /// beside it, whichever comes first.
+    Failed(Error, u64),
 }
 
 /// The terminate side of a cold record.
@@ -194,8 +286,9 @@ enum TerminateCold {
     Empty,
     /// This attempt is in flight (waiters in [`ShardState::terminate_waits`]).
     Pending(AttemptId),
-    /// A permanent error, kept until the entry expires.
-    Failed(Error),
+    /// A permanent error, kept until the entry expires or until the deadline
+    /// beside it, whichever comes first.
+    Failed(Error, u64),
     /// The terminal index recorded remotely, when it is not the state's own (no
     /// state yet, or a state that carries a different one).
     Known(MessageIndex),
@@ -278,13 +371,13 @@ impl IndexTable {
         }
     }
 
+    /// The index filed under `hash` for which `eq` holds. (Through `iter_hash`,
+    /// which inlines `eq`, rather than `find`, which calls it through a `dyn`.)
     #[inline]
     fn find(&self, hash: u64, mut eq: impl FnMut(Index) -> bool) -> Option<Index> {
         match self {
-            IndexTable::Narrow(t) => t
-                .find(hash, |&i| eq(Index::from(i)))
-                .map(|&i| Index::from(i)),
-            IndexTable::Wide(t) => t.find(hash, |&i| eq(i)).copied(),
+            IndexTable::Narrow(t) => t.iter_hash(hash).map(|&i| Index::from(i)).find(|&i| eq(i)),
+            IndexTable::Wide(t) => t.iter_hash(hash).copied().find(|&i| eq(i)),
         }
     }
 
@@ -336,12 +429,17 @@ impl IndexTable {
     }
 }
 
+/// What [`Shard::clear`] took out of a shard, dropped by its owner.
+pub(crate) struct Cleared {
+    _table: IndexTable,
+    _slots: Vec<Slot>,
+    _colds: HashMap<Index, Cold, KeyHasher>,
+}
+
 /// One shard: slab, index table, cold records, eviction hand, and the rest.
 pub(crate) struct Shard {
     table: IndexTable,
     slots: Vec<Slot>,
-    /// [`short_hash`] of each slot's key, by index.
-    hashes: Vec<u32>,
     colds: HashMap<Index, Cold, KeyHasher>,
     /// The next slot the eviction scan looks at.
     hand: usize,
@@ -412,6 +510,9 @@ fn slot_is(
     let Some(slot) = slots.get(i as usize) else {
         return false;
     };
+    if slot.key.is_set() {
+        return slot.key.is(project, path);
+    }
     if slot.meta & KEYED == 0 {
         slot.state
             .as_ref()
@@ -439,7 +540,6 @@ impl Shard {
         Shard {
             table: IndexTable::for_capacity(capacity),
             slots: Vec::new(),
-            hashes: Vec::new(),
             colds: HashMap::with_hasher(hasher),
             hand: 0,
             state: ShardState {
@@ -487,13 +587,21 @@ impl Shard {
             let slot = &mut slots[i as usize];
             if slot.deadline() > now {
                 slot.mark_referenced();
+                if slot.meta & COLD != 0
+                    && let Some(cold) = colds.get_mut(&i)
+                    && cold.forget_expired_errors(now)
+                    && cold.is_empty()
+                {
+                    colds.remove(&i);
+                    slot.meta &= !COLD;
+                }
                 return (i, Found::Live);
             }
             // Expired: a fresh entry in its place, marked used (as if at the back
             // of the eviction order). An attempt still in flight for the old
             // entry keeps its waiters; its completion finds another attempt or
             // none here.
-            *slot = Slot::fresh(deadline, true);
+            *slot = Slot::fresh(deadline, true, slot.hash, slot.key);
             let (cold, attempt) = Cold::fresh(project, path, start, state);
             colds.insert(i, cold);
             return (i, Found::Expired { attempt });
@@ -507,19 +615,60 @@ impl Shard {
         let Shard {
             table,
             slots,
-            hashes,
             colds,
             state,
             ..
         } = self;
-        slots[i as usize] = Slot::fresh(deadline, false);
-        hashes[i as usize] = short;
+        slots[i as usize] = Slot::fresh(deadline, false, short, InlineKey::new(p, s));
         let (cold, attempt) = Cold::fresh(project, path, start, state);
         colds.insert(i, cold);
         table.insert(table_hash(short), i, |j| {
-            table_hash(hashes.get(j as usize).copied().unwrap_or(0))
+            table_hash(slots.get(j as usize).map_or(0, |s| s.hash))
         });
         (i, Found::New { evicted, attempt })
+    }
+
+    /// Expires the entry of `(project, path)` now, if there is one (returns
+    /// whether there was): the next caller finds it expired and starts afresh,
+    /// and the eviction hand takes it first. An attempt in flight for it keeps
+    /// its waiters, and its outcome is recorded in the expired entry only, which
+    /// no later caller reads.
+    pub(crate) fn invalidate(&mut self, hash: u64, project: &str, path: &str) -> bool {
+        let Shard {
+            table,
+            slots,
+            colds,
+            ..
+        } = self;
+        let found = table.find(table_hash(short_hash(hash)), |i| {
+            slot_is(slots, colds, i, project, path)
+        });
+        let Some(i) = found else {
+            return false;
+        };
+        let slot = &mut slots[i as usize];
+        // Deadline zero: expired at any time (a real deadline is at least the
+        // clock's one-day epoch offset plus an expiration).
+        slot.meta &= !(DEADLINE | REFERENCED);
+        true
+    }
+
+    /// Removes every entry and returns what the shard held (to be dropped after
+    /// the lock is released) and how many entries that was. Attempts in flight
+    /// keep their waiters; their completions find no entry and change nothing.
+    pub(crate) fn clear(&mut self) -> (Cleared, usize) {
+        let len = self.slots.len();
+        let hasher = *self.colds.hasher();
+        let cleared = Cleared {
+            _table: std::mem::replace(
+                &mut self.table,
+                IndexTable::for_capacity(self.state.capacity),
+            ),
+            _slots: std::mem::take(&mut self.slots),
+            _colds: std::mem::replace(&mut self.colds, HashMap::with_hasher(hasher)),
+        };
+        self.hand = 0;
+        (cleared, len)
     }
 
     /// Appends a placeholder slot (the caller fills it), growing the slab by
@@ -529,11 +678,9 @@ impl Shard {
             let target = (self.slots.capacity() * 2).max(16).min(self.state.capacity);
             let more = target.saturating_sub(self.slots.len()).max(1);
             self.slots.reserve_exact(more);
-            self.hashes.reserve_exact(more);
         }
         let i = self.slots.len();
-        self.slots.push(Slot::fresh(0, false));
-        self.hashes.push(0);
+        self.slots.push(Slot::fresh(0, false, 0, InlineKey::NONE));
         // `i < capacity <= 2^32` (see `Shard::new`).
         i as Index
     }
@@ -552,7 +699,7 @@ impl Shard {
                 break i as Index;
             }
         };
-        let hash = table_hash(self.hashes[victim as usize]);
+        let hash = table_hash(self.slots[victim as usize].hash);
         self.table.remove(hash, victim);
         self.colds.remove(&victim);
         self.slots[victim as usize].state = None;
@@ -595,10 +742,7 @@ impl Shard {
         if cold.key.is_some() {
             slot.meta |= KEYED;
         }
-        if cold.key.is_none()
-            && matches!(cold.register, RegisterCold::Empty)
-            && matches!(cold.terminate, TerminateCold::Empty)
-        {
+        if cold.is_empty() {
             return;
         }
         slot.meta |= COLD;
@@ -616,7 +760,7 @@ impl Shard {
             return Begin::Answer(Err(corrupted()));
         };
         match &cold.register {
-            RegisterCold::Failed(error) => Begin::Answer(Err(error.clone())),
+            RegisterCold::Failed(error, _) => Begin::Answer(Err(error.clone())),
             RegisterCold::Pending(id) => Begin::Join(*id),
             RegisterCold::Empty => {
                 let id = self.state.new_attempt();
@@ -627,13 +771,15 @@ impl Shard {
     }
 
     /// Records the outcome of register attempt `id` in slot `i`, if the slot
-    /// still holds that attempt (else changes nothing). Returns what the attempt's
-    /// callers get: the outcome, with the entry's known terminal index filled in.
+    /// still holds that attempt (else changes nothing); a permanent error is kept
+    /// until `error_until` at most. Returns what the attempt's callers get: the
+    /// outcome, with the entry's known terminal index filled in.
     pub(crate) fn complete_register(
         &mut self,
         i: Index,
         id: AttemptId,
         result: RegisterResult,
+        error_until: u64,
     ) -> RegisterResult {
         let Some(mut cold) = self.colds.remove(&i) else {
             return result; // the slot has a state (so no attempt) or was reset
@@ -672,7 +818,7 @@ impl Shard {
                 Err(error)
             }
             Err(error) => {
-                cold.register = RegisterCold::Failed(error.clone());
+                cold.register = RegisterCold::Failed(error.clone(), error_until);
                 Err(error)
             }
         };
@@ -699,7 +845,7 @@ impl Shard {
         slots[i as usize].meta |= COLD;
         let cold = colds.entry(i).or_insert_with(Cold::empty);
         let begin = match &cold.terminate {
-            TerminateCold::Failed(error) => Begin::Answer(Err(error.clone())),
+            TerminateCold::Failed(error, _) => Begin::Answer(Err(error.clone())),
             TerminateCold::Pending(id) => Begin::Join(*id),
             // `known` found none, so no `Known` here.
             TerminateCold::Empty | TerminateCold::Known(_) => {
@@ -714,13 +860,14 @@ impl Shard {
     /// Records the outcome of terminate attempt `id` (which asked for `index`) in
     /// slot `i`, if the slot still holds that attempt. On success the entry knows
     /// `index`: a kept state without a terminal index is replaced by a copy with
-    /// it.
+    /// it. A permanent error is kept until `error_until` at most.
     pub(crate) fn complete_terminate(
         &mut self,
         i: Index,
         id: AttemptId,
         index: MessageIndex,
         result: &TerminateResult,
+        error_until: u64,
     ) {
         let Some(mut cold) = self.colds.remove(&i) else {
             return;
@@ -733,7 +880,7 @@ impl Shard {
         cold.terminate = match result {
             Ok(()) => TerminateCold::Known(index),
             Err(error) if error.is_transient() => TerminateCold::Empty,
-            Err(error) => TerminateCold::Failed(error.clone()),
+            Err(error) => TerminateCold::Failed(error.clone(), error_until),
         };
         let slot = &mut self.slots[i as usize];
         if let (Ok(()), Some(state)) = (result, &mut slot.state)
@@ -746,6 +893,31 @@ impl Shard {
 }
 
 impl Cold {
+    /// Forgets kept permanent errors whose own deadline (see
+    /// [`CacheBuilder::error_expiration`](crate::CacheBuilder::error_expiration))
+    /// has passed at `now`, so that the next caller starts a new attempt;
+    /// returns whether it forgot one.
+    #[inline]
+    fn forget_expired_errors(&mut self, now: u64) -> bool {
+        let mut forgot = false;
+        if matches!(self.register, RegisterCold::Failed(_, until) if until <= now) {
+            self.register = RegisterCold::Empty;
+            forgot = true;
+        }
+        if matches!(self.terminate, TerminateCold::Failed(_, until) if until <= now) {
+            self.terminate = TerminateCold::Empty;
+            forgot = true;
+        }
+        forgot
+    }
+
+    /// Whether the record holds nothing (so it should not exist).
+    fn is_empty(&self) -> bool {
+        self.key.is_none()
+            && matches!(self.register, RegisterCold::Empty)
+            && matches!(self.terminate, TerminateCold::Empty)
+    }
+
     /// A record holding nothing (yet).
     fn empty() -> Self {
         Cold {
@@ -815,7 +987,13 @@ impl Clock {
         if let Some(now) = interleave::now() {
             return now;
         }
-        nanos(Instant::now().saturating_duration_since(self.epoch))
+        let since = Instant::now().saturating_duration_since(self.epoch);
+        // Within `MAX_NANOS` for 73 years: no overflow, no 128-bit arithmetic.
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
+            .min(MAX_NANOS)
     }
 }
 
@@ -871,13 +1049,15 @@ impl Shard {
             register: match (&slot.state, cold.map(|c| &c.register)) {
                 (Some(state), _) => RegisterView::Ready(Arc::clone(state)),
                 (None, Some(RegisterCold::Pending(id))) => RegisterView::Pending(*id),
-                (None, Some(RegisterCold::Failed(error))) => RegisterView::Failed(error.clone()),
+                (None, Some(RegisterCold::Failed(error, _))) => RegisterView::Failed(error.clone()),
                 (None, _) => RegisterView::Empty,
             },
             terminate: match (self.known(i), cold.map(|c| &c.terminate)) {
                 (Some(index), _) => TerminateView::Known(index),
                 (None, Some(TerminateCold::Pending(id))) => TerminateView::Pending(*id),
-                (None, Some(TerminateCold::Failed(error))) => TerminateView::Failed(error.clone()),
+                (None, Some(TerminateCold::Failed(error, _))) => {
+                    TerminateView::Failed(error.clone())
+                }
                 (None, _) => TerminateView::Empty,
             },
         }
@@ -889,7 +1069,6 @@ impl Shard {
     pub(crate) fn check_structure(&self, hasher: &KeyHasher) {
         assert!(self.slots.len() <= self.state.capacity.max(1));
         assert_eq!(self.table.len(), self.slots.len(), "index table vs slab");
-        assert_eq!(self.hashes.len(), self.slots.len(), "hashes vs slab");
         for (i, slot) in self.slots.iter().enumerate() {
             let i = i as Index;
             let cold = self.colds.get(&i);
@@ -917,7 +1096,11 @@ impl Shard {
             }
             let (project, path) = slot_key(&self.slots, &self.colds, i).expect("a key");
             let short = short_hash(hash_key(hasher, project, path));
-            assert_eq!(self.hashes[i as usize], short, "slot {i}: kept hash");
+            assert_eq!(slot.hash, short, "slot {i}: kept hash");
+            assert!(
+                !slot.key.is_set() || slot.key.is(project, path),
+                "slot {i}: inline key"
+            );
             assert_eq!(
                 self.table.count(table_hash(short), i),
                 1,
@@ -928,9 +1111,9 @@ impl Shard {
     }
 }
 
-// A slot is 16 bytes (outside unit tests, which add a ghost field).
+// A slot is one cache line (outside unit tests, which add a ghost field).
 #[cfg(not(test))]
-const _: () = assert!(std::mem::size_of::<Slot>() == 16);
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 #[cfg(test)]
 mod tests {
@@ -939,6 +1122,8 @@ mod tests {
     use super::*;
 
     const DAY: u64 = 86_400_000_000_000;
+    /// A kept error's deadline: the entry's.
+    const NEVER: u64 = MAX_NANOS;
 
     fn request(path: &str) -> RegisterRequest {
         RegisterRequest::parse("proj", path, &[1; 36], None).unwrap()
@@ -993,7 +1178,7 @@ mod tests {
                 Begin::Start(id) => {
                     let state = self
                         .shard
-                        .complete_register(i, id, Ok(state_for(&request(path))))
+                        .complete_register(i, id, Ok(state_for(&request(path))), NEVER)
                         .unwrap();
                     self.shard.check_structure(&self.hasher);
                     state
@@ -1046,6 +1231,24 @@ mod tests {
     }
 
     #[test]
+    fn when_every_entry_was_used_the_oldest_inserted_goes() {
+        // Fill s0..s3, use s3, s2, s1, s0, insert s4. Exact LRU would drop s3
+        // (used least recently). CLOCK keeps one bit of history: the hand clears
+        // every bit on its way round and takes the slot it started from, s0:
+        // the oldest inserted, though the most recently used.
+        let mut f = Fixture::new(4);
+        for k in 0..4 {
+            f.register(&format!("p/+/s{k}"), 0);
+        }
+        for k in (0..4).rev() {
+            assert_eq!(f.touch(&format!("p/+/s{k}"), 1).1, Found::Live);
+        }
+        f.touch("p/+/s4", 2);
+        assert!(!f.contains("p/+/s0"));
+        assert!((1..=4).all(|k| f.contains(&format!("p/+/s{k}"))));
+    }
+
+    #[test]
     fn expired_entries_go_first_even_if_used() {
         let mut f = Fixture::new(2);
         let r = request("p/+/old");
@@ -1082,7 +1285,9 @@ mod tests {
             panic!("the reset entry has nothing in flight")
         };
         assert_ne!(newer, id);
-        f.shard.complete_register(i, id, Ok(state_for(&r))).unwrap();
+        f.shard
+            .complete_register(i, id, Ok(state_for(&r)), NEVER)
+            .unwrap();
         assert!(matches!(f.shard.view(i).register, RegisterView::Pending(p) if p == newer));
         f.shard.check_structure(&f.hasher);
     }
@@ -1113,16 +1318,16 @@ mod tests {
         // a state: b's attempt stays, and b's slot never gets a's state.
         let a = request("p/+/a");
         f.shard
-            .complete_register(i, old, Err(Error::unavailable("a failed")))
+            .complete_register(i, old, Err(Error::unavailable("a failed")), NEVER)
             .unwrap_err();
         f.shard
-            .complete_register(i, old, Ok(state_for(&a)))
+            .complete_register(i, old, Ok(state_for(&a)), NEVER)
             .unwrap();
         assert!(matches!(f.shard.view(j).register, RegisterView::Pending(p) if p == new));
         let b = request("p/+/b");
         let kept = f
             .shard
-            .complete_register(j, new, Ok(state_for(&b)))
+            .complete_register(j, new, Ok(state_for(&b)), NEVER)
             .unwrap();
         assert_eq!(kept.path, b.path);
         assert!(f.contains("p/+/b") && !f.contains("p/+/a"));
@@ -1137,7 +1342,7 @@ mod tests {
             panic!()
         };
         f.shard
-            .complete_terminate(i, t, MessageIndex::from(3), &Ok(()));
+            .complete_terminate(i, t, MessageIndex::from(3), &Ok(()), NEVER);
         f.shard.check_structure(&f.hasher);
         assert!(
             matches!(f.shard.begin_terminate(i), (Begin::Answer(Ok(())), Some(k)) if k == MessageIndex::from(3))
@@ -1161,7 +1366,7 @@ mod tests {
         assert_eq!(f.shard.slots[i as usize].meta & (COLD | KEYED), COLD);
         assert!(matches!(f.shard.begin_terminate(i), (Begin::Join(id), None) if id == t));
         f.shard
-            .complete_terminate(i, t, MessageIndex::from(9), &Ok(()));
+            .complete_terminate(i, t, MessageIndex::from(9), &Ok(()), NEVER);
         f.shard.check_structure(&f.hasher);
         assert!(f.shard.colds.is_empty());
         let Begin::Answer(Ok(closed)) = f.shard.begin_register(i) else {
@@ -1187,7 +1392,7 @@ mod tests {
         // The remote answers with another path: the entry is still found by the
         // requested key, and not by the answer's.
         f.shard
-            .complete_register(i, id, Ok(state_for(&request("p/+/answered"))))
+            .complete_register(i, id, Ok(state_for(&request("p/+/answered"))), NEVER)
             .unwrap();
         f.shard.check_structure(&f.hasher);
         assert_eq!(f.shard.slots[i as usize].meta & KEYED, KEYED);
@@ -1270,7 +1475,7 @@ mod tests {
                         1 => Err(Error::not_found("p")),
                         _ => Ok(Arc::new(state)),
                     };
-                    let _ = f.shard.complete_register(i, id, result);
+                    let _ = f.shard.complete_register(i, id, result, NEVER);
                 } else {
                     let result = match outcome {
                         0 => Err(Error::unavailable("t")),
@@ -1278,7 +1483,7 @@ mod tests {
                         _ => Ok(()),
                     };
                     f.shard
-                        .complete_terminate(i, id, MessageIndex::from(5), &result);
+                        .complete_terminate(i, id, MessageIndex::from(5), &result, NEVER);
                 }
             }
             f.shard.check_structure(&f.hasher);

@@ -115,6 +115,19 @@ fn zero_means_default() {
     assert_eq!(cache.shards(), 2);
 }
 
+#[test]
+fn debug_shows_the_settings() {
+    let cache = CachedCoordinator::builder()
+        .size(10)
+        .expiration(EXPIRATION)
+        .error_expiration(Duration::from_secs(5))
+        .build(FakeCoordinator::new());
+    assert_eq!(
+        format!("{cache:?}"),
+        "CachedCoordinator { size: 10, expiration: 60s, error_expiration: 5s, shards: 1, .. }"
+    );
+}
+
 // ----- Coalescing -----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -470,7 +483,9 @@ async fn concurrent_terminates_share_one_call() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(terminates(&fake), 1);
-    assert_eq!(cache.stats().terminate_calls, 1);
+    let stats = cache.stats();
+    assert_eq!(stats.terminate_calls, 1);
+    assert_eq!(stats.coalesced_waits, 63);
 }
 
 #[tokio::test]
@@ -678,23 +693,38 @@ async fn a_caller_timing_out_never_poisons_the_entry() {
     );
 }
 
-/// An inner coordinator that panics in its first register call once released.
-struct PanicsFirst {
-    calls: AtomicUsize,
+/// An inner coordinator whose first register and first terminate panic: as
+/// soon as they are polled (in the cache's inline poll, inside
+/// `register_stream` / `terminate_stream`), or, if `held`, once `release` is
+/// notified (so in the task the call was moved to). Later calls succeed.
+#[derive(Default)]
+struct Panics {
+    held: bool,
     release: Notify,
+    registers: AtomicUsize,
+    terminates: AtomicUsize,
 }
 
-impl Coordinator for PanicsFirst {
+impl Panics {
+    /// Panics if this is the first call counted by `calls`.
+    async fn first_panics(&self, calls: &AtomicUsize, what: &str) {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            if self.held {
+                self.release.notified().await;
+            }
+            panic!("{what} blew up");
+        }
+    }
+}
+
+impl Coordinator for Panics {
     fn register_stream<'a>(
         &'a self,
         request: &'a RegisterRequest,
         _desc: &'a [u8],
     ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
         CoordinatorFuture::new(async move {
-            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                self.release.notified().await;
-                panic!("inner coordinator bug");
-            }
+            self.first_panics(&self.registers, "register").await;
             Ok(Arc::new(LogStreamState::from_request(
                 request,
                 StreamId::for_path(&request.path),
@@ -706,15 +736,18 @@ impl Coordinator for PanicsFirst {
         &'a self,
         _: &'a TerminateRequest,
     ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        CoordinatorFuture::ready(Ok(()))
+        CoordinatorFuture::new(async move {
+            self.first_panics(&self.terminates, "terminate").await;
+            Ok(())
+        })
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_inner_call_fails_its_waiters_transiently() {
-    let inner = Arc::new(PanicsFirst {
-        calls: AtomicUsize::new(0),
-        release: Notify::new(),
+    let inner = Arc::new(Panics {
+        held: true,
+        ..Panics::default()
     });
     let cache = Arc::new(CachedCoordinator::new(Arc::clone(&inner), 10, EXPIRATION));
     let r = req("p/+/a");
@@ -725,10 +758,12 @@ async fn a_panicking_inner_call_fails_its_waiters_transiently() {
         let e = w.await.unwrap().unwrap_err();
         assert_eq!(e.code(), Code::Internal);
         assert!(e.is_transient());
+        assert!(e.message().contains("inner call panicked"), "{e}");
+        assert!(e.message().contains("register blew up"), "{e}");
     }
     // Not kept: the next caller makes a new call.
     cache.register_stream(&r, b"").await.unwrap();
-    assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(inner.registers.load(Ordering::SeqCst), 2);
 }
 
 // ----- Without a runtime -----
@@ -1024,4 +1059,272 @@ async fn random_interleavings_keep_one_answer_per_stream() {
         assert_eq!(state.terminal_index, Some(MessageIndex::from(i as u32)));
     }
     assert_eq!(fake.calls(Operation::Register).cancelled, 0);
+}
+
+// ----- A broken inner coordinator (issue 12) -----
+
+#[tokio::test]
+async fn an_inner_call_panicking_in_the_inline_poll_is_a_transient_error() {
+    let inner = Arc::new(Panics::default());
+    let cache = CachedCoordinator::new(Arc::clone(&inner), 10, EXPIRATION);
+    let r = req("p/+/a");
+
+    let e = cache.register_stream(&r, b"").await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert!(e.is_transient());
+    assert!(
+        e.message()
+            .contains("inner call panicked: register blew up"),
+        "{e}"
+    );
+    // Not kept: the next caller makes a new call, which succeeds and is kept.
+    let state = cache.register_stream(&r, b"").await.unwrap();
+    let again = now_or_never(cache.register_stream(&r, b""))
+        .unwrap()
+        .unwrap();
+    assert!(Arc::ptr_eq(&state, &again));
+    assert_eq!(inner.registers.load(Ordering::SeqCst), 2);
+
+    let t = terminate(&req("p/+/b"), 4);
+    let e = cache.terminate_stream(&t).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert!(e.is_transient());
+    assert!(
+        e.message()
+            .contains("inner call panicked: terminate blew up"),
+        "{e}"
+    );
+    cache.terminate_stream(&t).await.unwrap();
+    now_or_never(cache.terminate_stream(&t)).unwrap().unwrap();
+    assert_eq!(inner.terminates.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.stats().transient_failures, 2);
+}
+
+#[tokio::test]
+async fn a_long_panic_message_is_cut_at_a_character_boundary() {
+    // 199 ASCII bytes, then a 2-byte character across the 200-byte cut.
+    let message = format!("{}é{}", "x".repeat(199), "y".repeat(100));
+    let mut mock = MockCoordinator::new();
+    mock.expect_register_stream()
+        .returning(move |_, _| panic!("{message}"));
+    let cache = CachedCoordinator::new(mock, 10, EXPIRATION);
+    let e = cache.register_stream(&req("p/+/a"), b"").await.unwrap_err();
+    assert!(e.is_transient());
+    assert!(
+        e.message()
+            .ends_with(&format!("inner call panicked: {}", "x".repeat(199))),
+        "{e}"
+    );
+}
+
+/// A terminate whose inner call ends without an answer (its task is dropped with
+/// its runtime) fails its waiters transiently instead of leaving them hanging,
+/// and the next call starts a new attempt.
+#[test]
+fn a_terminate_whose_runtime_shuts_down_fails_its_waiters_transiently() {
+    let fake = FakeCoordinator::new();
+    fake.hold_all();
+    let cache = CachedCoordinator::new(fake.clone(), 10, EXPIRATION);
+    let t = terminate(&req("p/+/a"), 3);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (first, second) = {
+        let _in_runtime = runtime.enter();
+        // Held: the call goes to a task on `runtime`, which never runs it.
+        (cache.terminate_stream(&t), cache.terminate_stream(&t))
+    };
+    assert_eq!(cache.stats().coalesced_waits, 1);
+    drop(runtime);
+    for waiter in [first, second] {
+        let e = now_or_never(waiter)
+            .expect("answered when the call's task is dropped")
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Internal);
+        assert!(e.is_transient());
+    }
+    assert_eq!(cache.stats().transient_failures, 1);
+    // Not kept: a new attempt (outside any runtime it must answer at once).
+    fake.open();
+    now_or_never(cache.terminate_stream(&t)).unwrap().unwrap();
+    assert_eq!(terminates(&fake), 2);
+}
+
+#[tokio::test]
+async fn invalidate_forgets_one_entry() {
+    let fake = FakeCoordinator::new();
+    let cache = cache_of(&fake);
+    let (a, b) = (req("p/+/a"), req("p/+/b"));
+    cache.register_stream(&a, b"").await.unwrap();
+    cache.register_stream(&b, b"").await.unwrap();
+    assert!(cache.invalidate(&a.project, &a.path));
+    assert!(!cache.invalidate(&a.project, &req("p/+/never").path));
+    assert_eq!(serial(&cache.register_stream(&a, b"").await.unwrap()), 3);
+    // b is untouched.
+    now_or_never(cache.register_stream(&b, b""))
+        .unwrap()
+        .unwrap();
+    assert_eq!(registers(&fake), 3);
+    let stats = cache.stats();
+    assert_eq!((stats.invalidations, stats.entries), (1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_call_in_flight_answers_its_waiters_but_is_not_kept() {
+    let fake = FakeCoordinator::new();
+    fake.hold_all();
+    let cache = cache_of(&fake);
+    let r = req("p/+/a");
+    let before = spawn_callers(&cache, [r.clone(), r.clone()]).await;
+    within(fake.wait_for_held(1)).await;
+    assert!(cache.invalidate(&r.project, &r.path));
+    // A call after the invalidation does not join the old attempt.
+    let after = spawn_callers(&cache, [r.clone()]).await;
+    within(fake.wait_for_held(2)).await;
+    fake.open();
+    for w in before {
+        assert_eq!(serial(&w.await.unwrap().unwrap()), 1);
+    }
+    for w in after {
+        assert_eq!(serial(&w.await.unwrap().unwrap()), 2);
+    }
+    // The newer answer is the kept one.
+    let kept = now_or_never(cache.register_stream(&r, b""))
+        .unwrap()
+        .unwrap();
+    assert_eq!(serial(&kept), 2);
+    assert_eq!(registers(&fake), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_all_drops_every_entry_and_the_answers_in_flight() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let fake = FakeCoordinator::new();
+    let cache = Arc::new(metrics::with_local_recorder(&recorder, || {
+        CachedCoordinator::builder()
+            .size(1000)
+            .shards(4)
+            .build(fake.clone())
+    }));
+    for i in 0..10 {
+        cache
+            .register_stream(&req(&format!("p/+/k{i}")), b"")
+            .await
+            .unwrap();
+    }
+    fake.hold_all();
+    let r = req("p/+/held");
+    let waiter = spawn_callers(&cache, [r.clone()]).await;
+    within(fake.wait_for_held(1)).await;
+    assert_eq!(cache.invalidate_all(), 11);
+    assert_eq!(cache.stats().entries, 0);
+    fake.open();
+    for w in waiter {
+        assert_eq!(serial(&w.await.unwrap().unwrap()), 11);
+    }
+    // Nothing kept: neither the old entries nor the answer that was in flight.
+    assert_eq!(
+        serial(&cache.register_stream(&req("p/+/k0"), b"").await.unwrap()),
+        12
+    );
+    assert_eq!(serial(&cache.register_stream(&r, b"").await.unwrap()), 13);
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.invalidations), (2, 11));
+    let gauge = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find(|(key, ..)| key.key().name() == "coordinator_cache_entries")
+        .map(|(.., value)| value);
+    assert_eq!(gauge, Some(DebugValue::Gauge(2.0.into())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_may_be_kept_shorter_than_its_entry() {
+    let fake = FakeCoordinator::new();
+    let cache = CachedCoordinator::builder()
+        .size(10)
+        .expiration(Duration::from_secs(600))
+        .error_expiration(Duration::from_secs(30))
+        .build(fake.clone());
+    assert_eq!(cache.error_expiration(), Duration::from_secs(30));
+    let (r, ok) = (req("p/+/refused"), req("p/+/ok"));
+    let t = terminate(&ok, 5);
+    cache.register_stream(&ok, b"").await.unwrap();
+    fake.fail_next(Operation::Register, 1, Error::not_found("no prefix"));
+    fake.fail_next(Operation::Terminate, 1, Error::not_found("no stream"));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    cache.register_stream(&r, b"").await.unwrap_err();
+    cache.terminate_stream(&t).await.unwrap_err();
+    // Kept for 30 s from when each was answered...
+    tokio::time::advance(Duration::from_secs(30) - Duration::from_nanos(1)).await;
+    now_or_never(cache.register_stream(&r, b""))
+        .unwrap()
+        .unwrap_err();
+    now_or_never(cache.terminate_stream(&t))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!((registers(&fake), terminates(&fake)), (2, 1));
+    // ...and not a nanosecond longer, while the success stays.
+    tokio::time::advance(Duration::from_nanos(1)).await;
+    assert_eq!(serial(&cache.register_stream(&r, b"").await.unwrap()), 3);
+    cache.terminate_stream(&t).await.unwrap();
+    now_or_never(cache.register_stream(&ok, b""))
+        .unwrap()
+        .unwrap();
+    assert_eq!((registers(&fake), terminates(&fake)), (3, 2));
+    // The default: as long as the entry.
+    assert_eq!(
+        CachedCoordinator::new(FakeCoordinator::new(), 10, EXPIRATION).error_expiration(),
+        EXPIRATION
+    );
+}
+
+#[tokio::test]
+async fn hits_are_published_to_metrics_in_batches() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = metrics::with_local_recorder(&recorder, || {
+        CachedCoordinator::new(FakeCoordinator::new(), 10, EXPIRATION)
+    });
+    let hits = || {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, ..)| key.key().name() == "coordinator_cache_hits_total")
+            .map(|(.., value)| value)
+    };
+    let r = req("p/+/a");
+    cache.register_stream(&r, b"").await.unwrap();
+    let hit = |n: usize| {
+        for _ in 0..n {
+            now_or_never(cache.register_stream(&r, b""))
+                .unwrap()
+                .unwrap();
+        }
+    };
+    // (Each snapshot takes the counter's increments since the last one.)
+    for _ in 0..2 {
+        // A batch is 1,024 hits since the last publication.
+        hit(1023);
+        assert_eq!(hits(), Some(DebugValue::Counter(0)));
+        hit(1);
+        assert_eq!(hits(), Some(DebugValue::Counter(1024)));
+    }
+    hit(10);
+    assert_eq!(hits(), Some(DebugValue::Counter(0)));
+    assert_eq!(cache.stats().hits, 2058);
+    assert_eq!(hits(), Some(DebugValue::Counter(10)));
+    // `stats` published those: the next batch counts from there.
+    hit(1023);
+    assert_eq!(hits(), Some(DebugValue::Counter(0)));
+    hit(1);
+    assert_eq!(hits(), Some(DebugValue::Counter(1024)));
 }

@@ -3,9 +3,12 @@
 //! # Workload (issue 3)
 //!
 //! Project `chromium`, paths `prefix/<16 hex>/+/stdout`, states with a 32-hex ID,
-//! protocol version `"1"` and a 36-byte secret. The project name is parsed once and
-//! every request holds a clone of it (one shared `Arc`), as a collector holding its
-//! project configuration does; each request has its own path `Arc`. The inner
+//! protocol version `"1"` and a 36-byte secret. Every request is built on its own
+//! ([`requests`]): its project and path are its own allocations, as requests
+//! decoded from bundles are, so nothing a lookup reads is shared with what filled
+//! the cache (keys are compared as text, never by pointer); the one row that
+//! looks up with the requests that filled the cache says so in its name. The
+//! inner
 //! coordinator ([`Remote`]) answers at once, or after a fixed latency for the
 //! coalescing benchmark.
 //!
@@ -31,7 +34,7 @@
 //! resident memory) are printed and, when `COORDINATOR_BENCH_RECORDS` names a
 //! file, appended to it as JSON lines (`cargo xtask bench` reads them).
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unused_imports, unreachable_pub, missing_docs)]
 
 mod floor;
 mod key;
@@ -43,8 +46,8 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -70,10 +73,6 @@ pub const EXPIRATION: Duration = coordinator_cache::DEFAULT_EXPIRATION;
 /// Ours: the cache under test.
 pub type Ours = CachedCoordinator<Arc<Remote>>;
 
-/// The project of every request: parsed once, cloned into each request.
-static PROJECT_NAME: LazyLock<ProjectName> =
-    LazyLock::new(|| PROJECT.parse().expect("a valid project name"));
-
 /// A deterministic 64-bit mix (splitmix64) for key text and orders.
 pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -82,15 +81,24 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The requests for keys `range`, all sharing the one project `Arc`.
+/// The requests for keys `range`, each built on its own: its project and path
+/// are fresh allocations, shared with nothing (two calls make two independent
+/// sets of requests for the same keys).
 pub fn requests(range: std::ops::Range<u64>) -> Vec<RegisterRequest> {
     let secret = PrefixSecret::from(SECRET);
     range
         .map(|i| {
-            let path: StreamPath = format!("prefix/{:016x}/+/stdout", mix(i)).parse().unwrap();
-            RegisterRequest::new(PROJECT_NAME.clone(), path, secret.clone())
+            let project: ProjectName = PROJECT.parse().expect("a valid project name");
+            RegisterRequest::new(project, path_of(i), secret.clone())
         })
         .collect()
+}
+
+/// The path of key `i`, freshly allocated.
+fn path_of(i: u64) -> StreamPath {
+    format!("prefix/{:016x}/+/stdout", mix(i))
+        .parse()
+        .expect("a valid path")
 }
 
 /// `n` indexes into `0..keys` in a fixed random order (a power of two long, so a
