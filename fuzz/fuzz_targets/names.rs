@@ -1,6 +1,7 @@
 //! Stream name, stream path and project name parsing, differential against a
-//! plain reference of the rules in `names.md`, written here independently of
-//! `coordinator-types` (segment by segment rather than one byte-state pass).
+//! plain reference of the rules in `docs/behaviour.md` §2, written here
+//! independently of `coordinator-types` (segment by segment rather than one
+//! byte-state pass).
 //!
 //! For every input (raw bytes, and as text when it is UTF-8) the target checks
 //! that the library and the reference agree on the exact result, error variant
@@ -52,9 +53,10 @@ fn ref_is_rest(b: u8) -> bool {
     ref_is_start(b) || b".:_-".contains(&b)
 }
 
-/// `names.md`'s StreamName rules, segment by segment: empty, too long, then
-/// each segment left to right (its start, then its other characters; an empty
-/// segment fails at its start, unless it is the last one: a trailing `/`).
+/// The StreamName rules (`docs/behaviour.md` §2), segment by segment: empty,
+/// too long, then each segment left to right (its start, then its other
+/// characters; an empty segment fails at its start, unless it is the last one:
+/// a trailing `/`).
 fn ref_validate_name(name: &[u8]) -> Result<(), Error> {
     if name.is_empty() {
         return Err(Error::EmptyName);
@@ -130,7 +132,7 @@ fn ref_validate_partial(path: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `names.md`'s ProjectName rules.
+/// The ProjectName rules (`docs/behaviour.md` §2).
 fn ref_validate_project(name: &str) -> Result<(), Error> {
     let bytes = name.as_bytes();
     if bytes.is_empty() {
