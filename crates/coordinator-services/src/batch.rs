@@ -228,10 +228,13 @@ impl fmt::Debug for BatchingClient {
 }
 
 /// The most bytes a `Batch` response may take for a batch of `entries`
-/// entries: 16 KiB per entry (a RegisterStream answer is about 150 bytes; a
-/// per-entry error message is kept to 4 KiB) plus 16 KiB.
+/// entries: what the batch can legitimately be answered with. An answer is at
+/// most a RegisterStream response (about 150 bytes) or an error whose message
+/// is kept to [`MAX_ERROR_MESSAGE`](crate::convert::MAX_ERROR_MESSAGE) bytes, so
+/// each entry is allowed that plus 512 bytes, and the response one entry more
+/// for framing.
 pub fn response_size_limit(entries: usize) -> usize {
-    const PER_ENTRY: usize = 16 * 1024;
+    const PER_ENTRY: usize = crate::convert::MAX_ERROR_MESSAGE + 512;
     entries.saturating_add(1).saturating_mul(PER_ENTRY)
 }
 
@@ -1219,7 +1222,22 @@ mod tests {
 
     #[test]
     fn response_limit_grows_with_the_batch_and_never_overflows() {
-        assert!(response_size_limit(20) < 512 * 1024);
+        assert!(response_size_limit(20) < 128 * 1024);
+        // An entry answered with the longest kept error message fits.
+        let longest = proto::BatchResponse {
+            resp: vec![
+                proto::batch_response::Entry {
+                    index: 0,
+                    value: Some(AnswerValue::Err(proto::Error {
+                        grpc_code: 5,
+                        transient: false,
+                        msg: "m".repeat(crate::convert::MAX_ERROR_MESSAGE),
+                    })),
+                };
+                20
+            ],
+        };
+        assert!(longest.encoded_len() <= response_size_limit(20));
         assert!(response_size_limit(1) < response_size_limit(2));
         assert_eq!(response_size_limit(usize::MAX), usize::MAX);
     }
