@@ -19,6 +19,7 @@ pub use mock::MockCoordinator;
 
 // Re-exports: the in-process server.
 pub use server::{
-    BatchOrder, CallCounts, FakeServer, FakeServicesServer, FakeServicesServerBuilder, Faults,
-    RpcKind, ScriptedServices, StoredStream, descriptor, register_request, terminate_request,
+    BatchOrder, CallCounts, DESCRIPTOR_TIMESTAMP_SECONDS, FakeServer, FakeServicesServer,
+    FakeServicesServerBuilder, Faults, RpcKind, ScriptedServices, StoredStream, descriptor,
+    descriptor_message, register_request, terminate_request,
 };

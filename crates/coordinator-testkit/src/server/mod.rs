@@ -14,9 +14,10 @@
 //!
 //! | RPC | condition | code |
 //! | --- | --- | --- |
-//! | Register | invalid project, unknown `proto_version`, undecodable descriptor, invalid descriptor prefix or name, secret not 36 bytes | `InvalidArgument` |
-//! | Register | prefix not registered, or expired | `FailedPrecondition` |
-//! | Register | secret does not match the prefix's | `InvalidArgument` |
+//! | Register | invalid project, unknown `proto_version`, undecodable descriptor | `InvalidArgument` |
+//! | Register | invalid descriptor: prefix or name not a valid stream name, stream type not TEXT/BINARY/DATAGRAM, empty content type, no timestamp, a tag key not a valid stream name or over 64 bytes, a tag value over 4096 bytes | `InvalidArgument` |
+//! | Register | prefix not registered, or expired (each prefix has its own expiry) | `FailedPrecondition` |
+//! | Register | secret not 36 bytes, or not the prefix's | `InvalidArgument` |
 //! | Terminate | invalid project, negative index, ID not 64 hex characters | `InvalidArgument` |
 //! | Terminate | unknown ID (in that project) | `NotFound` |
 //! | Terminate | wrong secret | `InvalidArgument` |
@@ -92,19 +93,33 @@ pub use state::StoredStream;
 use faults::{Counters, EntryKind, EntryPlan, INJECTED, Stopped};
 use state::Registry;
 
-/// A serialized `logpb.LogStreamDescriptor` for `path` (its prefix and name, a
-/// text stream of content type `text/plain`), as `RegisterStreamRequest.desc`
-/// expects.
-pub fn descriptor(path: &StreamPath) -> Vec<u8> {
+/// The timestamp of every [`descriptor_message`]: 2023-11-14T22:13:20Z (fixed,
+/// so that the same path always gives the same descriptor bytes).
+pub const DESCRIPTOR_TIMESTAMP_SECONDS: i64 = 1_700_000_000;
+
+/// A `logpb.LogStreamDescriptor` for `path` that passes the server's
+/// validation: its prefix and name, a TEXT stream of content type `text/plain`,
+/// timestamp [`DESCRIPTOR_TIMESTAMP_SECONDS`], no tags. Tests of invalid
+/// descriptors change fields of it.
+pub fn descriptor_message(path: &StreamPath) -> LogStreamDescriptor {
     let (prefix, name) = path.split();
     LogStreamDescriptor {
         prefix: prefix.to_owned(),
         name: name.to_owned(),
         stream_type: StreamType::Text as i32,
         content_type: "text/plain".to_owned(),
+        timestamp: Some(prost_types::Timestamp {
+            seconds: DESCRIPTOR_TIMESTAMP_SECONDS,
+            nanos: 0,
+        }),
         ..Default::default()
     }
-    .encode_to_vec()
+}
+
+/// [`descriptor_message`]`(path)` serialized, as `RegisterStreamRequest.desc`
+/// expects.
+pub fn descriptor(path: &StreamPath) -> Vec<u8> {
+    descriptor_message(path).encode_to_vec()
 }
 
 /// A valid `RegisterStreamRequest` for `path` in `project`: protocol version
