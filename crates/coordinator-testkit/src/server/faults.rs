@@ -70,6 +70,9 @@ pub struct CallCounts {
     pub batch_register_entries: u64,
     /// Terminate entries received in `Batch` RPCs.
     pub batch_terminate_entries: u64,
+    /// Connections accepted by the pRPC listener (not RPCs: a client that
+    /// reuses connections makes many calls on one).
+    pub prpc_connections: u64,
 }
 
 impl CallCounts {
@@ -98,6 +101,7 @@ pub(crate) struct Counters {
     batch_entries: AtomicU64,
     batch_register_entries: AtomicU64,
     batch_terminate_entries: AtomicU64,
+    prpc_connections: AtomicU64,
     /// Bumped after every count, for [`Counters::wait`].
     changed: watch::Sender<()>,
 }
@@ -109,6 +113,7 @@ impl Default for Counters {
             batch_entries: AtomicU64::new(0),
             batch_register_entries: AtomicU64::new(0),
             batch_terminate_entries: AtomicU64::new(0),
+            prpc_connections: AtomicU64::new(0),
             changed: watch::Sender::new(()),
         }
     }
@@ -126,6 +131,16 @@ impl Counters {
     pub(crate) fn rpc(&self, kind: RpcKind) {
         self.rpcs[kind as usize].fetch_add(1, Ordering::SeqCst);
         self.changed.send_replace(());
+    }
+
+    /// Counts a connection accepted by the pRPC listener.
+    pub(crate) fn prpc_connection(&self) {
+        self.prpc_connections.fetch_add(1, Ordering::SeqCst);
+        self.changed.send_replace(());
+    }
+
+    pub(crate) fn prpc_connections(&self) -> u64 {
+        self.prpc_connections.load(Ordering::SeqCst)
     }
 
     /// Counts the entries of one batch (before the batch RPC itself).
@@ -169,6 +184,7 @@ impl Counters {
             batch_entries: self.batch_entries.load(Ordering::SeqCst),
             batch_register_entries: self.batch_register_entries.load(Ordering::SeqCst),
             batch_terminate_entries: self.batch_terminate_entries.load(Ordering::SeqCst),
+            prpc_connections: self.prpc_connections(),
         }
     }
 }
