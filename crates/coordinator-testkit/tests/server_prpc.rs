@@ -11,7 +11,7 @@ use bytes::Bytes;
 use coordinator_api::{Code, MessageIndex, PrefixSecret, ProjectName, StreamId, StreamPath};
 use coordinator_grpc::proto::logdog::{
     BatchRequest, BatchResponse, LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest,
-    RegisterStreamResponse, batch_request, batch_response,
+    RegisterStreamResponse, TerminateStreamRequest, batch_request, batch_response,
 };
 use coordinator_testkit::{
     FakeServer, FakeServicesServer, descriptor, register_request, terminate_request,
@@ -150,6 +150,23 @@ impl Fixture {
     fn register_req(&self, p: &str) -> RegisterStreamRequest {
         register_request(&self.project, &path(p), &self.secret, None)
     }
+
+    fn terminate_req(&self, p: &str, index: u32) -> TerminateStreamRequest {
+        terminate_request(
+            &self.project,
+            &path(p),
+            &self.secret,
+            MessageIndex::from(index),
+        )
+    }
+}
+
+fn load_req(p: &str) -> LoadStreamRequest {
+    LoadStreamRequest {
+        project: "proj".into(),
+        id: StreamId::for_path(&path(p)).as_str().to_owned(),
+        desc: false,
+    }
 }
 
 async fn send(
@@ -189,15 +206,7 @@ async fn binary_round_trip_of_register_terminate_and_batch() {
     assert_eq!(resp.state.unwrap().terminal_index, -1);
 
     let term = f
-        .binary(
-            "TerminateStream",
-            &terminate_request(
-                &f.project,
-                &path("testing/+/a"),
-                &f.secret,
-                MessageIndex::from(3),
-            ),
-        )
+        .binary("TerminateStream", &f.terminate_req("testing/+/a", 3))
         .await;
     assert_eq!(term.grpc_code(), Code::Ok, "{term:?}");
     assert!(
@@ -292,11 +301,7 @@ async fn json_round_trip_with_xssi_prefix() {
 #[tokio::test]
 async fn every_error_code_maps_to_its_http_status_and_server_codes_hide_their_message() {
     let f = fixture().await;
-    let load = LoadStreamRequest {
-        project: "proj".into(),
-        id: StreamId::for_path(&path("testing/+/x")).as_str().to_owned(),
-        desc: false,
-    };
+    let load = load_req("testing/+/x");
     let table = [
         (Code::Cancelled, 499, "injected fault"),
         (Code::Unknown, 500, "unknown server error"),
@@ -669,12 +674,7 @@ async fn faults_apply_to_prpc_calls() {
         &format!("{}/prpc/logdog.Services/LoadStream", server.prpc_endpoint()),
         "POST",
         &[],
-        LoadStreamRequest {
-            project: "proj".into(),
-            id: StreamId::for_path(&path("testing/+/a")).as_str().to_owned(),
-            desc: false,
-        }
-        .encode_to_vec(),
+        load_req("testing/+/a").encode_to_vec(),
     )
     .await;
     let _: LoadStreamResponse = answer.decode();
@@ -690,22 +690,10 @@ async fn grpc_and_prpc_share_one_state() {
         .await
         .unwrap();
     let term = f
-        .binary(
-            "TerminateStream",
-            &terminate_request(
-                &f.project,
-                &path("testing/+/s"),
-                &f.secret,
-                MessageIndex::from(9),
-            ),
-        )
+        .binary("TerminateStream", &f.terminate_req("testing/+/s", 9))
         .await;
     assert_eq!(term.grpc_code(), Code::Ok);
-    let load = LoadStreamRequest {
-        project: "proj".into(),
-        id: StreamId::for_path(&path("testing/+/s")).as_str().to_owned(),
-        desc: false,
-    };
+    let load = load_req("testing/+/s");
     let over_grpc = f
         .server
         .client()
