@@ -791,3 +791,68 @@ async fn gzip_requests_and_responses() {
         let _: RegisterStreamResponse = answer.decode();
     }
 }
+
+#[tokio::test]
+async fn hostile_requests_are_answered_not_crashed_on() {
+    let f = fixture().await;
+    let body = f.register_req("testing/+/s").encode_to_vec();
+    // Header values that are not text.
+    for name in [
+        "content-type",
+        "accept",
+        "x-prpc-grpc-timeout",
+        "content-encoding",
+    ] {
+        let req = Request::post(f.url("RegisterStream"))
+            .header(name, http::HeaderValue::from_bytes(b"\xff\xfe").unwrap())
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let resp = f.http.request(req).await.unwrap();
+        let code = resp.headers()["x-prpc-grpc-code"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(code, "3", "{name}: InvalidArgument");
+        assert!(
+            resp.status().is_client_error(),
+            "{name}: {:?}",
+            resp.status()
+        );
+    }
+    // A timeout as large as allowed is fine.
+    let ok = f
+        .send(
+            "RegisterStream",
+            &[("x-prpc-grpc-timeout", "99999999H")],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(ok.grpc_code(), Code::Ok, "{ok:?}");
+    // A gzip bomb: small on the wire, over the limit once unzipped.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&vec![0; 40 << 20]).unwrap();
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let answer = f
+        .send("RegisterStream", &[("content-encoding", "gzip")], bomb)
+        .await;
+    assert_eq!(answer.grpc_code(), Code::InvalidArgument, "{answer:?}");
+    assert!(answer.text().contains("once gunzipped"), "{answer:?}");
+    // Truncated protobuf and a JSON array instead of an object.
+    for (content_type, junk) in [(BINARY, &body[..body.len() / 2]), (JSON, &b"[1, 2]"[..])] {
+        let answer = f
+            .send(
+                "RegisterStream",
+                &[("content-type", content_type)],
+                junk.to_vec(),
+            )
+            .await;
+        assert_eq!(answer.grpc_code(), Code::InvalidArgument, "{answer:?}");
+        assert_eq!(answer.status.as_u16(), 400);
+    }
+    // The server still serves.
+    let _: RegisterStreamResponse = f
+        .binary("RegisterStream", &f.register_req("testing/+/s"))
+        .await
+        .decode();
+}
