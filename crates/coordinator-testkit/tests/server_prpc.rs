@@ -706,6 +706,7 @@ async fn grpc_and_prpc_share_one_state() {
     assert_eq!(over_prpc.state.unwrap().terminal_index, 9);
     let calls = f.server.calls();
     assert_eq!((calls.register, calls.terminate, calls.load), (1, 1, 2));
+    assert_eq!(calls.prpc_rpcs, 2, "the terminate and one load");
 }
 
 #[tokio::test]

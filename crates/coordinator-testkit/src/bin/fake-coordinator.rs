@@ -164,10 +164,11 @@ async fn main() -> anyhow::Result<()> {
     let calls = server.calls();
     server.shutdown().await;
     println!(
-        "stopped after {} RPCs ({} batch entries, {} pRPC connections)",
+        "stopped after {} RPCs ({} over pRPC on {} connections; {} batch entries)",
         calls.total_rpcs(),
-        calls.batch_entries,
-        calls.prpc_connections
+        calls.prpc_rpcs,
+        calls.prpc_connections,
+        calls.batch_entries
     );
     Ok(())
 }

@@ -73,6 +73,8 @@ pub struct CallCounts {
     /// Connections accepted by the pRPC listener (not RPCs: a client that
     /// reuses connections makes many calls on one).
     pub prpc_connections: u64,
+    /// The RPCs above that arrived over pRPC (the rest came over gRPC).
+    pub prpc_rpcs: u64,
 }
 
 impl CallCounts {
@@ -102,6 +104,7 @@ pub(crate) struct Counters {
     batch_register_entries: AtomicU64,
     batch_terminate_entries: AtomicU64,
     prpc_connections: AtomicU64,
+    prpc_rpcs: AtomicU64,
     /// Bumped after every count, for [`Counters::wait`].
     changed: watch::Sender<()>,
 }
@@ -114,6 +117,7 @@ impl Default for Counters {
             batch_register_entries: AtomicU64::new(0),
             batch_terminate_entries: AtomicU64::new(0),
             prpc_connections: AtomicU64::new(0),
+            prpc_rpcs: AtomicU64::new(0),
             changed: watch::Sender::new(()),
         }
     }
@@ -137,6 +141,11 @@ impl Counters {
     pub(crate) fn prpc_connection(&self) {
         self.prpc_connections.fetch_add(1, Ordering::SeqCst);
         self.changed.send_replace(());
+    }
+
+    /// Counts an RPC that arrived over pRPC (besides its count by kind).
+    pub(crate) fn prpc_rpc(&self) {
+        self.prpc_rpcs.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn prpc_connections(&self) -> u64 {
@@ -185,6 +194,7 @@ impl Counters {
             batch_register_entries: self.batch_register_entries.load(Ordering::SeqCst),
             batch_terminate_entries: self.batch_terminate_entries.load(Ordering::SeqCst),
             prpc_connections: self.prpc_connections(),
+            prpc_rpcs: self.prpc_rpcs.load(Ordering::SeqCst),
         }
     }
 }

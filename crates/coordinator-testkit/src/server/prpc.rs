@@ -567,8 +567,10 @@ impl Codec {
     }
 }
 
-/// Decodes the request, runs the RPC, encodes its answer.
+/// Decodes the request, runs the RPC (counted as a pRPC call), encodes its
+/// answer.
 async fn unary<Req, Resp, Fut>(
+    service: &FakeServicesServer,
     codec: &Codec,
     body: &[u8],
     rpc: impl FnOnce(Req) -> Fut,
@@ -579,6 +581,7 @@ where
     Fut: Future<Output = Result<Resp, Status>>,
 {
     let request = codec.decode::<Req>(body)?;
+    service.shared.counters.prpc_rpc();
     let response = rpc(request).await.map_err(|s| Failure::from_status(&s))?;
     codec.encode(&response)
 }
@@ -590,13 +593,20 @@ async fn dispatch(
     body: &[u8],
 ) -> Result<Vec<u8>, Failure> {
     match method {
-        "RegisterStream" => unary(codec, body, |r| service.rpc_register_stream(r)).await,
-        "LoadStream" => unary(codec, body, |r| service.rpc_load_stream(r)).await,
-        "TerminateStream" => unary(codec, body, |r| service.rpc_terminate_stream(r)).await,
-        "ArchiveStream" => unary(codec, body, |r| service.rpc_archive_stream(r)).await,
-        "Batch" => unary(codec, body, |r| service.rpc_batch(r)).await,
-        "LeaseArchiveTasks" => unary(codec, body, |r| service.rpc_lease_archive_tasks(r)).await,
-        "DeleteArchiveTasks" => unary(codec, body, |r| service.rpc_delete_archive_tasks(r)).await,
+        "RegisterStream" => unary(service, codec, body, |r| service.rpc_register_stream(r)).await,
+        "LoadStream" => unary(service, codec, body, |r| service.rpc_load_stream(r)).await,
+        "TerminateStream" => unary(service, codec, body, |r| service.rpc_terminate_stream(r)).await,
+        "ArchiveStream" => unary(service, codec, body, |r| service.rpc_archive_stream(r)).await,
+        "Batch" => unary(service, codec, body, |r| service.rpc_batch(r)).await,
+        "LeaseArchiveTasks" => {
+            unary(service, codec, body, |r| service.rpc_lease_archive_tasks(r)).await
+        }
+        "DeleteArchiveTasks" => {
+            unary(service, codec, body, |r| {
+                service.rpc_delete_archive_tasks(r)
+            })
+            .await
+        }
         _ => Err(Failure::new(Code::Unimplemented, "")),
     }
 }
