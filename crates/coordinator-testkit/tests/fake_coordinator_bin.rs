@@ -46,6 +46,8 @@ async fn serves_prpc_json_with_a_required_token() {
             .args([
                 "--prefix",
                 &format!("chromium:builds/1:{SECRET_HEX}"),
+                "--prefix",
+                &format!("chromium:old:{SECRET_HEX}@0"),
                 "--token",
                 "t0ken",
             ])
@@ -61,25 +63,29 @@ async fn serves_prpc_json_with_a_required_token() {
     let endpoint = prpc.strip_prefix("prpc on ").unwrap().to_owned();
     let prefix_line = lines.next().unwrap().unwrap();
     assert!(prefix_line.ends_with(SECRET_HEX), "{prefix_line}");
+    let expired_line = lines.next().unwrap().unwrap();
+    assert!(expired_line.contains("prefix=old"), "{expired_line}");
 
     let path: StreamPath = "builds/1/+/stdout".parse().unwrap();
-    let body = serde_json::json!({
-        "project": "chromium",
-        "secret": STANDARD.encode(hex::decode(SECRET_HEX).unwrap()),
-        "protoVersion": "1",
-        "desc": STANDARD.encode(descriptor(&path)),
-        "terminalIndex": "-1",
-    })
-    .to_string();
+    let body_for = |path: &StreamPath| {
+        serde_json::json!({
+            "project": "chromium",
+            "secret": STANDARD.encode(hex::decode(SECRET_HEX).unwrap()),
+            "protoVersion": "1",
+            "desc": STANDARD.encode(descriptor(path)),
+            "terminalIndex": "-1",
+        })
+        .to_string()
+    };
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let call = |auth: Option<&str>| {
+    let call = |auth: Option<&str>, body: String| {
         let mut req = Request::post(format!("{endpoint}/prpc/logdog.Services/RegisterStream"))
             .header("content-type", "application/json")
             .header("accept", "application/json");
         if let Some(auth) = auth {
             req = req.header("authorization", auth);
         }
-        let req = req.body(Full::new(Bytes::from(body.clone()))).unwrap();
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let client = client.clone();
         async move {
             let resp = client.request(req).await.unwrap();
@@ -88,10 +94,19 @@ async fn serves_prpc_json_with_a_required_token() {
             (status, String::from_utf8(body.to_vec()).unwrap())
         }
     };
-    assert_eq!(call(None).await, (403, "not a service\n".to_owned()));
-    let (status, text) = call(Some("Bearer t0ken")).await;
+    assert_eq!(
+        call(None, body_for(&path)).await,
+        (403, "not a service\n".to_owned())
+    );
+    let (status, text) = call(Some("Bearer t0ken"), body_for(&path)).await;
     assert_eq!(status, 200, "{text}");
     let json: serde_json::Value =
         serde_json::from_str(text.strip_prefix(")]}'\n").unwrap()).unwrap();
     assert_eq!(json["id"], StreamId::for_path(&path).as_str());
+
+    // `@0`: that prefix is registered already expired, the other one lives on.
+    let expired: StreamPath = "old/+/stdout".parse().unwrap();
+    let (status, text) = call(Some("Bearer t0ken"), body_for(&expired)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("has expired"), "{text}");
 }

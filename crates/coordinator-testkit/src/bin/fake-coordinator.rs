@@ -5,13 +5,14 @@
 //! ```text
 //! fake-coordinator --addr 127.0.0.1:50051 --prpc-addr 127.0.0.1:8080 \
 //!     --prefix chromium:builds/1 --prefix chromium:builds/2:<72 hex digits> \
-//!     --token some-token
+//!     --prefix chromium:old@0 --token some-token
 //! fake-coordinator --print-descriptor 'builds/1/+/stdout'
 //! ```
 //!
 //! It prints the gRPC address (`listening on URL`), the pRPC one (`prpc on
 //! URL`), then one line per prefix with its secret in hex (generated when not
-//! given). Printing secrets is deliberate: this is a local development tool,
+//! given). A prefix's `@SECONDS` is its own expiry (`@0`: already expired), so
+//! live and expired prefixes can be served side by side. Printing secrets is deliberate: this is a local development tool,
 //! and a client needs the secret to register streams. Do not use it with real
 //! secrets. Tokens are never printed. It serves until Ctrl-C.
 //!
@@ -58,14 +59,16 @@ struct Args {
     /// Prefixes to pre-register.
     #[arg(
         long = "prefix",
-        value_name = "PROJECT:PREFIX[:SECRET_HEX]",
-        help = "A prefix to pre-register, as PROJECT:PREFIX[:SECRET_HEX] (the secret is 36 \
-                bytes, 72 hex digits; a random one is generated and printed if omitted). \
-                Repeatable."
+        value_name = "PROJECT:PREFIX[:SECRET_HEX][@SECONDS]",
+        help = "A prefix to pre-register, as PROJECT:PREFIX[:SECRET_HEX][@SECONDS] (the \
+                secret is 36 bytes, 72 hex digits; a random one is generated and printed if \
+                omitted; @SECONDS expires this prefix that long after start, overriding \
+                --prefix-expiry; @0 registers it already expired). Repeatable."
     )]
     prefixes: Vec<String>,
 
-    /// Expire the pre-registered prefixes this many seconds after start.
+    /// Expire the pre-registered prefixes this many seconds after start (unless a
+    /// --prefix gives its own @SECONDS).
     #[arg(long, value_name = "SECONDS")]
     prefix_expiry: Option<u64>,
 }
@@ -75,9 +78,21 @@ struct PrefixFlag {
     project: ProjectName,
     prefix: StreamName,
     secret: PrefixSecret,
+    /// Its own expiry (`@SECONDS`), if given.
+    expires_in: Option<Duration>,
 }
 
 fn parse_prefix(flag: &str) -> anyhow::Result<PrefixFlag> {
+    // `@` is legal in neither a stream name nor hex: the expiry is unambiguous.
+    let (flag, expires_in) = match flag.rsplit_once('@') {
+        Some((rest, seconds)) => {
+            let seconds: u64 = seconds.parse().map_err(|_| {
+                anyhow::anyhow!("--prefix ...@{seconds:?}: not a number of seconds")
+            })?;
+            (rest, Some(Duration::from_secs(seconds)))
+        }
+        None => (flag, None),
+    };
     let mut parts = flag.splitn(3, ':');
     let (Some(project), Some(prefix)) = (parts.next(), parts.next()) else {
         bail!("--prefix {flag:?}: expected PROJECT:PREFIX[:SECRET_HEX]");
@@ -104,6 +119,7 @@ fn parse_prefix(flag: &str) -> anyhow::Result<PrefixFlag> {
         project,
         prefix,
         secret,
+        expires_in,
     })
 }
 
@@ -139,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
             p.project.clone(),
             p.prefix.clone(),
             p.secret.clone(),
-            expires_in,
+            p.expires_in.or(expires_in),
         );
     }
     let server = builder
