@@ -12,9 +12,10 @@
 //! It prints the gRPC address (`listening on URL`), the pRPC one (`prpc on
 //! URL`), then one line per prefix with its secret in hex (generated when not
 //! given). A prefix's `@SECONDS` is its own expiry (`@0`: already expired), so
-//! live and expired prefixes can be served side by side. Printing secrets is deliberate: this is a local development tool,
-//! and a client needs the secret to register streams. Do not use it with real
-//! secrets. Tokens are never printed. It serves until Ctrl-C.
+//! live and expired prefixes can be served side by side. Printing secrets is
+//! deliberate: this is a local development tool, and a client needs the secret
+//! to register streams. Do not use it with real secrets. Tokens are never
+//! printed. It serves until Ctrl-C.
 //!
 //! `--print-descriptor PATH` prints, as standard base64 (the proto3 JSON form
 //! of `bytes`), a serialized `LogStreamDescriptor` for `PATH` that the server
