@@ -4,8 +4,9 @@
 //! - [`FakeCoordinator`]: a scriptable in-memory `Coordinator` (call counts,
 //!   gates, injected errors, latency);
 //! - [`MockCoordinator`]: a `mockall` mock of the trait;
-//! - [`server`]: `FakeServicesServer`, an in-process `logdog.Services` gRPC server
-//!   over loopback with real server semantics and fault injection.
+//! - [`server`]: `FakeServicesServer`, an in-process `logdog.Services` server
+//!   over loopback, speaking gRPC and pRPC, with real server semantics,
+//!   optional bearer-token checks and fault injection.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod fake;
@@ -19,6 +20,7 @@ pub use mock::MockCoordinator;
 
 // Re-exports: the in-process server.
 pub use server::{
-    BatchOrder, CallCounts, FakeServer, FakeServicesServer, FakeServicesServerBuilder, Faults,
-    RpcKind, ScriptedServices, StoredStream, descriptor, register_request, terminate_request,
+    BatchOrder, CallCounts, DESCRIPTOR_TIMESTAMP_SECONDS, FakeServer, FakeServicesServer,
+    FakeServicesServerBuilder, Faults, RpcKind, ScriptedServices, StoredStream, descriptor,
+    descriptor_message, register_request, terminate_request,
 };

@@ -12,7 +12,8 @@ use coordinator_grpc::proto::logdog::{
 };
 use coordinator_grpc::proto::logpb::LogStreamDescriptor;
 use coordinator_testkit::{
-    FakeServer, FakeServicesServer, descriptor, register_request, terminate_request,
+    FakeServer, FakeServicesServer, descriptor, descriptor_message, register_request,
+    terminate_request,
 };
 use prost::Message;
 use tonic::Code;
@@ -161,10 +162,8 @@ async fn registration_is_idempotent_and_answers_the_stored_state() {
     // details) gets the stored state back, unchanged.
     let mut again = f.register_req("testing/+/s", Some(9));
     again.desc = LogStreamDescriptor {
-        prefix: "testing".into(),
-        name: "s".into(),
         content_type: "application/other".into(),
-        ..Default::default()
+        ..descriptor_message(&path("testing/+/s"))
     }
     .encode_to_vec();
     let second = f.register(again).await.unwrap();
@@ -219,7 +218,7 @@ async fn registration_status_codes() {
         desc: LogStreamDescriptor {
             prefix: prefix.into(),
             name: name.into(),
-            ..Default::default()
+            ..descriptor_message(&path("testing/+/s"))
         }
         .encode_to_vec(),
         ..base()

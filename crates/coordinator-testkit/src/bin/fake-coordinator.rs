@@ -1,44 +1,75 @@
 //! `fake-coordinator`: serves the in-process fake `logdog.Services` server
-//! ([`coordinator_testkit::FakeServicesServer`]) on an address, with prefixes
-//! pre-registered from flags, for trying a client by hand.
+//! ([`coordinator_testkit::FakeServicesServer`]) over gRPC and pRPC, with
+//! prefixes pre-registered from flags, for trying a client by hand.
 //!
 //! ```text
-//! fake-coordinator --addr 127.0.0.1:50051 --prefix chromium:builds/1 \
-//!     --prefix chromium:builds/2:<72 hex digits>
+//! fake-coordinator --addr 127.0.0.1:50051 --prpc-addr 127.0.0.1:8080 \
+//!     --prefix chromium:builds/1 --prefix chromium:builds/2:<72 hex digits> \
+//!     --prefix chromium:old@0 --token some-token
+//! fake-coordinator --print-descriptor 'builds/1/+/stdout'
 //! ```
 //!
-//! It prints the bound address, then one line per prefix with its secret in hex
-//! (generated when not given). Printing secrets is deliberate: this is a local
-//! development tool, and a client needs the secret to register streams. Do not
-//! use it with real secrets. It serves until Ctrl-C.
+//! It prints the gRPC address (`listening on URL`), the pRPC one (`prpc on
+//! URL`), then one line per prefix with its secret in hex (generated when not
+//! given). A prefix's `@SECONDS` is its own expiry (`@0`: already expired), so
+//! live and expired prefixes can be served side by side. Printing secrets is
+//! deliberate: this is a local development tool, and a client needs the secret
+//! to register streams. Do not use it with real secrets. Tokens are never
+//! printed. It serves until Ctrl-C.
+//!
+//! `--print-descriptor PATH` prints, as standard base64 (the proto3 JSON form
+//! of `bytes`), a serialized `LogStreamDescriptor` for `PATH` that the server
+//! accepts, and exits: the `desc` of a JSON `RegisterStream` request.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use base64::Engine;
 use clap::Parser;
-use coordinator_api::{PrefixSecret, ProjectName, StreamName};
-use coordinator_testkit::FakeServicesServer;
+use coordinator_api::{PrefixSecret, ProjectName, StreamName, StreamPath};
+use coordinator_testkit::{FakeServicesServer, descriptor};
 
 /// Serve a fake LogDog Coordinator (`logdog.Services`) for manual testing.
 #[derive(Debug, Parser)]
 #[command(name = "fake-coordinator", version)]
 struct Args {
-    /// Address to listen on (port 0: any free port; the bound address is printed).
+    /// Address to serve gRPC on (port 0: any free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: SocketAddr,
+
+    /// Address to serve pRPC on (port 0: any free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    prpc_addr: SocketAddr,
+
+    /// Port to serve pRPC on, on 127.0.0.1 (shorthand for --prpc-addr 127.0.0.1:PORT).
+    #[arg(long, value_name = "PORT", conflicts_with = "prpc_addr")]
+    prpc_port: Option<u16>,
+
+    /// Require this bearer token on every call (gRPC `authorization` metadata or
+    /// pRPC `Authorization` header); calls without an accepted one are answered
+    /// PermissionDenied "not a service". Repeatable. Never printed.
+    #[arg(long = "token", value_name = "TOKEN")]
+    tokens: Vec<String>,
+
+    /// Print a valid serialized LogStreamDescriptor for this stream path
+    /// (PREFIX/+/NAME) as standard base64, and exit.
+    #[arg(long, value_name = "STREAM_PATH")]
+    print_descriptor: Option<StreamPath>,
 
     /// Prefixes to pre-register.
     #[arg(
         long = "prefix",
-        value_name = "PROJECT:PREFIX[:SECRET_HEX]",
-        help = "A prefix to pre-register, as PROJECT:PREFIX[:SECRET_HEX] (the secret is 36 \
-                bytes, 72 hex digits; a random one is generated and printed if omitted). \
-                Repeatable."
+        value_name = "PROJECT:PREFIX[:SECRET_HEX][@SECONDS]",
+        help = "A prefix to pre-register, as PROJECT:PREFIX[:SECRET_HEX][@SECONDS] (the \
+                secret is 36 bytes, 72 hex digits; a random one is generated and printed if \
+                omitted; @SECONDS expires this prefix that long after start, overriding \
+                --prefix-expiry; @0 registers it already expired). Repeatable."
     )]
     prefixes: Vec<String>,
 
-    /// Expire the pre-registered prefixes this many seconds after start.
+    /// Expire the pre-registered prefixes this many seconds after start (unless a
+    /// --prefix gives its own @SECONDS).
     #[arg(long, value_name = "SECONDS")]
     prefix_expiry: Option<u64>,
 }
@@ -48,9 +79,21 @@ struct PrefixFlag {
     project: ProjectName,
     prefix: StreamName,
     secret: PrefixSecret,
+    /// Its own expiry (`@SECONDS`), if given.
+    expires_in: Option<Duration>,
 }
 
 fn parse_prefix(flag: &str) -> anyhow::Result<PrefixFlag> {
+    // `@` is legal in neither a stream name nor hex: the expiry is unambiguous.
+    let (flag, expires_in) = match flag.rsplit_once('@') {
+        Some((rest, seconds)) => {
+            let seconds: u64 = seconds.parse().map_err(|_| {
+                anyhow::anyhow!("--prefix ...@{seconds:?}: not a number of seconds")
+            })?;
+            (rest, Some(Duration::from_secs(seconds)))
+        }
+        None => (flag, None),
+    };
     let mut parts = flag.splitn(3, ':');
     let (Some(project), Some(prefix)) = (parts.next(), parts.next()) else {
         bail!("--prefix {flag:?}: expected PROJECT:PREFIX[:SECRET_HEX]");
@@ -77,12 +120,20 @@ fn parse_prefix(flag: &str) -> anyhow::Result<PrefixFlag> {
         project,
         prefix,
         secret,
+        expires_in,
     })
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.print_descriptor {
+        println!(
+            "{}",
+            base64::engine::general_purpose::STANDARD.encode(descriptor(path))
+        );
+        return Ok(());
+    }
     let prefixes = args
         .prefixes
         .iter()
@@ -90,21 +141,31 @@ async fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let expires_in = args.prefix_expiry.map(Duration::from_secs);
 
-    let mut builder = FakeServicesServer::builder().addr(args.addr);
+    let prpc_addr = match args.prpc_port {
+        Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        None => args.prpc_addr,
+    };
+    let mut builder = FakeServicesServer::builder()
+        .addr(args.addr)
+        .prpc_addr(prpc_addr);
+    for token in args.tokens {
+        builder = builder.token(token);
+    }
     for p in &prefixes {
         builder = builder.prefix(
             p.project.clone(),
             p.prefix.clone(),
             p.secret.clone(),
-            expires_in,
+            p.expires_in.or(expires_in),
         );
     }
     let server = builder
         .try_start()
         .await
-        .with_context(|| format!("binding {}", args.addr))?;
+        .with_context(|| format!("binding {} and {prpc_addr}", args.addr))?;
 
     println!("listening on {}", server.endpoint());
+    println!("prpc on {}", server.prpc_endpoint());
     for p in &prefixes {
         println!(
             "prefix project={} prefix={} secret={}",
@@ -120,8 +181,10 @@ async fn main() -> anyhow::Result<()> {
     let calls = server.calls();
     server.shutdown().await;
     println!(
-        "stopped after {} RPCs ({} batch entries)",
+        "stopped after {} RPCs ({} over pRPC on {} connections; {} batch entries)",
         calls.total_rpcs(),
+        calls.prpc_rpcs,
+        calls.prpc_connections,
         calls.batch_entries
     );
     Ok(())

@@ -70,6 +70,11 @@ pub struct CallCounts {
     pub batch_register_entries: u64,
     /// Terminate entries received in `Batch` RPCs.
     pub batch_terminate_entries: u64,
+    /// Connections accepted by the pRPC listener (not RPCs: a client that
+    /// reuses connections makes many calls on one).
+    pub prpc_connections: u64,
+    /// The RPCs above that arrived over pRPC (the rest came over gRPC).
+    pub prpc_rpcs: u64,
 }
 
 impl CallCounts {
@@ -98,6 +103,8 @@ pub(crate) struct Counters {
     batch_entries: AtomicU64,
     batch_register_entries: AtomicU64,
     batch_terminate_entries: AtomicU64,
+    prpc_connections: AtomicU64,
+    prpc_rpcs: AtomicU64,
     /// Bumped after every count, for [`Counters::wait`].
     changed: watch::Sender<()>,
 }
@@ -109,6 +116,8 @@ impl Default for Counters {
             batch_entries: AtomicU64::new(0),
             batch_register_entries: AtomicU64::new(0),
             batch_terminate_entries: AtomicU64::new(0),
+            prpc_connections: AtomicU64::new(0),
+            prpc_rpcs: AtomicU64::new(0),
             changed: watch::Sender::new(()),
         }
     }
@@ -126,6 +135,21 @@ impl Counters {
     pub(crate) fn rpc(&self, kind: RpcKind) {
         self.rpcs[kind as usize].fetch_add(1, Ordering::SeqCst);
         self.changed.send_replace(());
+    }
+
+    /// Counts a connection accepted by the pRPC listener.
+    pub(crate) fn prpc_connection(&self) {
+        self.prpc_connections.fetch_add(1, Ordering::SeqCst);
+        self.changed.send_replace(());
+    }
+
+    /// Counts an RPC that arrived over pRPC (besides its count by kind).
+    pub(crate) fn prpc_rpc(&self) {
+        self.prpc_rpcs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn prpc_connections(&self) -> u64 {
+        self.prpc_connections.load(Ordering::SeqCst)
     }
 
     /// Counts the entries of one batch (before the batch RPC itself).
@@ -169,6 +193,8 @@ impl Counters {
             batch_entries: self.batch_entries.load(Ordering::SeqCst),
             batch_register_entries: self.batch_register_entries.load(Ordering::SeqCst),
             batch_terminate_entries: self.batch_terminate_entries.load(Ordering::SeqCst),
+            prpc_connections: self.prpc_connections(),
+            prpc_rpcs: self.prpc_rpcs.load(Ordering::SeqCst),
         }
     }
 }

@@ -1,4 +1,26 @@
-//! `FakeServicesServer`: an in-process `logdog.Services` server over loopback.
+//! `FakeServicesServer`: an in-process `logdog.Services` server over loopback,
+//! speaking gRPC and pRPC (`docs/prpc.md`), each on its own listener
+//! ([`FakeServer::endpoint`], [`FakeServer::prpc_endpoint`]). Both protocols
+//! share one state, one set of counters and fault knobs, and one set of
+//! accepted tokens.
+//!
+//! **Credentials.** With accepted bearer tokens configured
+//! ([`FakeServicesServerBuilder::token`], [`FakeServicesServer::set_tokens`]),
+//! a call without `authorization: Bearer <one of them>` is answered
+//! `PermissionDenied` ("not a service") before anything else (not counted, no
+//! faults, the request not looked at), like the real Coordinator.
+//!
+//! **pRPC.** `POST /prpc/logdog.Services/{Method}` with a binary
+//! (`application/prpc; encoding=binary`) or JSON (`application/json`, the
+//! proto3 JSON mapping) body; JSON answers carry the `)]}'` anti-XSSI line.
+//! Every answer has `X-Prpc-Grpc-Code` and `X-Content-Type-Options: nosniff`;
+//! errors are `text/plain` messages with the HTTP status of their code (generic
+//! messages for server-side codes). Unknown method: 501; unsupported
+//! `Content-Type` or `Content-Encoding`: 415; unsatisfiable `Accept`: 406;
+//! undecodable body: 400; `X-Prpc-Grpc-Timeout` that cannot be met:
+//! `DeadlineExceeded` (504); non-`POST`: 405 (`Unimplemented`). Gzip request
+//! bodies are accepted, and answers are gzipped for `Accept-Encoding: gzip`.
+//! [`FakeServer::prpc_connections`] counts accepted pRPC connections.
 //!
 //! It keeps the Coordinator's real server semantics (spec §6): prefixes are
 //! registered first (project, prefix, secret, optional expiry); `RegisterStream`
@@ -14,9 +36,10 @@
 //!
 //! | RPC | condition | code |
 //! | --- | --- | --- |
-//! | Register | invalid project, unknown `proto_version`, undecodable descriptor, invalid descriptor prefix or name, secret not 36 bytes | `InvalidArgument` |
-//! | Register | prefix not registered, or expired | `FailedPrecondition` |
-//! | Register | secret does not match the prefix's | `InvalidArgument` |
+//! | Register | invalid project, unknown `proto_version`, undecodable descriptor | `InvalidArgument` |
+//! | Register | invalid descriptor: prefix or name not a valid stream name, stream type not TEXT/BINARY/DATAGRAM, empty content type, no timestamp, a tag key not a valid stream name or over 64 bytes, a tag value over 4096 bytes | `InvalidArgument` |
+//! | Register | prefix not registered, or expired (each prefix has its own expiry) | `FailedPrecondition` |
+//! | Register | secret not 36 bytes, or not the prefix's | `InvalidArgument` |
 //! | Terminate | invalid project, negative index, ID not 64 hex characters | `InvalidArgument` |
 //! | Terminate | unknown ID (in that project) | `NotFound` |
 //! | Terminate | wrong secret | `InvalidArgument` |
@@ -55,6 +78,7 @@
 //! ```
 
 mod faults;
+mod prpc;
 mod scripted;
 mod state;
 
@@ -90,21 +114,36 @@ pub use scripted::ScriptedServices;
 pub use state::StoredStream;
 
 use faults::{Counters, EntryKind, EntryPlan, INJECTED, Stopped};
+use prpc::PrpcServing;
 use state::Registry;
 
-/// A serialized `logpb.LogStreamDescriptor` for `path` (its prefix and name, a
-/// text stream of content type `text/plain`), as `RegisterStreamRequest.desc`
-/// expects.
-pub fn descriptor(path: &StreamPath) -> Vec<u8> {
+/// The timestamp of every [`descriptor_message`]: 2023-11-14T22:13:20Z (fixed,
+/// so that the same path always gives the same descriptor bytes).
+pub const DESCRIPTOR_TIMESTAMP_SECONDS: i64 = 1_700_000_000;
+
+/// A `logpb.LogStreamDescriptor` for `path` that passes the server's
+/// validation: its prefix and name, a TEXT stream of content type `text/plain`,
+/// timestamp [`DESCRIPTOR_TIMESTAMP_SECONDS`], no tags. Tests of invalid
+/// descriptors change fields of it.
+pub fn descriptor_message(path: &StreamPath) -> LogStreamDescriptor {
     let (prefix, name) = path.split();
     LogStreamDescriptor {
         prefix: prefix.to_owned(),
         name: name.to_owned(),
         stream_type: StreamType::Text as i32,
         content_type: "text/plain".to_owned(),
+        timestamp: Some(prost_types::Timestamp {
+            seconds: DESCRIPTOR_TIMESTAMP_SECONDS,
+            nanos: 0,
+        }),
         ..Default::default()
     }
-    .encode_to_vec()
+}
+
+/// [`descriptor_message`]`(path)` serialized, as `RegisterStreamRequest.desc`
+/// expects.
+pub fn descriptor(path: &StreamPath) -> Vec<u8> {
+    descriptor_message(path).encode_to_vec()
 }
 
 /// A valid `RegisterStreamRequest` for `path` in `project`: protocol version
@@ -157,6 +196,8 @@ struct Shared {
     registry: Mutex<Registry>,
     faults: Faults,
     counters: Counters,
+    /// Accepted bearer tokens; empty: no credentials required.
+    tokens: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for FakeServicesServer {
@@ -241,6 +282,49 @@ impl FakeServicesServer {
     /// injected failures). Cancel-safe.
     pub async fn wait_calls(&self, done: impl FnMut(&CallCounts) -> bool) {
         self.shared.counters.wait(done).await;
+    }
+
+    /// Requires credentials: from now on, a call (gRPC or pRPC) whose
+    /// `authorization` is not `Bearer <token>` with one of `tokens` is answered
+    /// `PermissionDenied` ("not a service") before anything else, like the
+    /// real Coordinator's service-group check: it is not counted, faults do not
+    /// apply to it, and its request is not looked at. No tokens (the default):
+    /// every call is accepted. Tokens are compared in constant time and never
+    /// logged.
+    pub fn set_tokens<T: Into<String>>(&self, tokens: impl IntoIterator<Item = T>) {
+        *self.shared.tokens.lock() = tokens.into_iter().map(Into::into).collect();
+    }
+
+    /// Checks a call's `authorization` header or metadata value against the
+    /// accepted tokens (see [`FakeServicesServer::set_tokens`]).
+    pub(crate) fn authorize(&self, authorization: Option<&[u8]>) -> Result<(), Error> {
+        let tokens = self.shared.tokens.lock();
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let presented = authorization.and_then(bearer_token);
+        // Every accepted token is compared, so the time taken does not say
+        // which one (if any) matched.
+        let accepted = presented.is_some_and(|presented| {
+            tokens
+                .iter()
+                .fold(subtle::Choice::from(0), |any, token| {
+                    any | subtle::ConstantTimeEq::ct_eq(token.as_bytes(), presented)
+                })
+                .into()
+        });
+        if accepted {
+            Ok(())
+        } else {
+            tracing::debug!("fake server: call without an accepted token refused");
+            Err(Error::new(Code::PermissionDenied, "not a service"))
+        }
+    }
+
+    /// How many connections the pRPC listener has accepted (across restarts):
+    /// a client that reuses its connections keeps this low.
+    pub fn prpc_connections(&self) -> u64 {
+        self.shared.counters.prpc_connections()
     }
 
     /// The fault-injection knobs.
@@ -359,52 +443,44 @@ impl FakeServicesServer {
     }
 }
 
-#[tonic::async_trait]
-impl Services for FakeServicesServer {
-    async fn register_stream(
+/// The RPCs without the credential check, shared by the gRPC and pRPC
+/// front ends.
+impl FakeServicesServer {
+    pub(crate) async fn rpc_register_stream(
         &self,
-        request: Request<RegisterStreamRequest>,
-    ) -> Result<Response<RegisterStreamResponse>, Status> {
+        request: RegisterStreamRequest,
+    ) -> Result<RegisterStreamResponse, Status> {
         self.admit_unary(RpcKind::RegisterStream).await?;
-        self.register(request.get_ref())
-            .map(Response::new)
-            .map_err(|e| status(&e))
+        self.register(&request).map_err(|e| status(&e))
     }
 
-    async fn load_stream(
+    pub(crate) async fn rpc_load_stream(
         &self,
-        request: Request<LoadStreamRequest>,
-    ) -> Result<Response<LoadStreamResponse>, Status> {
+        request: LoadStreamRequest,
+    ) -> Result<LoadStreamResponse, Status> {
         self.admit_unary(RpcKind::LoadStream).await?;
-        self.load(request.get_ref())
-            .map(Response::new)
-            .map_err(|e| status(&e))
+        self.load(&request).map_err(|e| status(&e))
     }
 
-    async fn terminate_stream(
+    pub(crate) async fn rpc_terminate_stream(
         &self,
-        request: Request<TerminateStreamRequest>,
-    ) -> Result<Response<()>, Status> {
+        request: TerminateStreamRequest,
+    ) -> Result<(), Status> {
         self.admit_unary(RpcKind::TerminateStream).await?;
-        self.terminate(request.get_ref())
-            .map(Response::new)
-            .map_err(|e| status(&e))
+        self.terminate(&request).map_err(|e| status(&e))
     }
 
-    async fn archive_stream(
+    pub(crate) async fn rpc_archive_stream(
         &self,
-        _request: Request<ArchiveStreamRequest>,
-    ) -> Result<Response<()>, Status> {
+        _request: ArchiveStreamRequest,
+    ) -> Result<(), Status> {
         self.admit_unary(RpcKind::ArchiveStream).await?;
         Err(status(&unimplemented_error("ArchiveStream")))
     }
 
-    async fn batch(
-        &self,
-        request: Request<BatchRequest>,
-    ) -> Result<Response<BatchResponse>, Status> {
+    pub(crate) async fn rpc_batch(&self, request: BatchRequest) -> Result<BatchResponse, Status> {
         use batch_request::entry::Value as Req;
-        let entries = request.into_inner().req;
+        let entries = request.req;
         self.shared
             .counters
             .batch_entries(entries.iter().map(|entry| match entry.value {
@@ -457,24 +533,99 @@ impl Services for FakeServicesServer {
                 .filter_map(|&i| answers[i].take())
                 .collect()
         };
-        Ok(Response::new(BatchResponse { resp }))
+        Ok(BatchResponse { resp })
     }
 
-    async fn lease_archive_tasks(
+    pub(crate) async fn rpc_lease_archive_tasks(
         &self,
-        _request: Request<LeaseRequest>,
-    ) -> Result<Response<LeaseResponse>, Status> {
+        _request: LeaseRequest,
+    ) -> Result<LeaseResponse, Status> {
         self.admit_unary(RpcKind::LeaseArchiveTasks).await?;
         Err(status(&unimplemented_error("LeaseArchiveTasks")))
     }
 
-    async fn delete_archive_tasks(
+    pub(crate) async fn rpc_delete_archive_tasks(
         &self,
-        _request: Request<DeleteRequest>,
-    ) -> Result<Response<()>, Status> {
+        _request: DeleteRequest,
+    ) -> Result<(), Status> {
         self.admit_unary(RpcKind::DeleteArchiveTasks).await?;
         Err(status(&unimplemented_error("DeleteArchiveTasks")))
     }
+}
+
+/// Checks the caller's credentials (gRPC `authorization` metadata), then runs
+/// the RPC.
+macro_rules! grpc_rpc {
+    ($self:ident, $request:ident, $rpc:ident) => {{
+        $self
+            .authorize(
+                $request
+                    .metadata()
+                    .get("authorization")
+                    .map(|v| v.as_bytes()),
+            )
+            .map_err(|e| status(&e))?;
+        $self.$rpc($request.into_inner()).await.map(Response::new)
+    }};
+}
+
+#[tonic::async_trait]
+impl Services for FakeServicesServer {
+    async fn register_stream(
+        &self,
+        request: Request<RegisterStreamRequest>,
+    ) -> Result<Response<RegisterStreamResponse>, Status> {
+        grpc_rpc!(self, request, rpc_register_stream)
+    }
+
+    async fn load_stream(
+        &self,
+        request: Request<LoadStreamRequest>,
+    ) -> Result<Response<LoadStreamResponse>, Status> {
+        grpc_rpc!(self, request, rpc_load_stream)
+    }
+
+    async fn terminate_stream(
+        &self,
+        request: Request<TerminateStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        grpc_rpc!(self, request, rpc_terminate_stream)
+    }
+
+    async fn archive_stream(
+        &self,
+        request: Request<ArchiveStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        grpc_rpc!(self, request, rpc_archive_stream)
+    }
+
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        grpc_rpc!(self, request, rpc_batch)
+    }
+
+    async fn lease_archive_tasks(
+        &self,
+        request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        grpc_rpc!(self, request, rpc_lease_archive_tasks)
+    }
+
+    async fn delete_archive_tasks(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<()>, Status> {
+        grpc_rpc!(self, request, rpc_delete_archive_tasks)
+    }
+}
+
+/// The token of an `authorization` value `Bearer <token>` (the scheme in any
+/// case).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
 }
 
 fn tonic_code(code: Code) -> tonic::Code {
@@ -518,25 +669,56 @@ fn log_outcome(rpc: &str, project: &str, error: Option<&Error>) {
 }
 
 /// Builds and starts a [`FakeServer`].
-#[derive(Debug)]
 pub struct FakeServicesServerBuilder {
     addr: SocketAddr,
+    prpc_addr: SocketAddr,
     prefixes: Vec<(ProjectName, StreamName, PrefixSecret, Option<Duration>)>,
+    tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for FakeServicesServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are credentials: only their number is shown.
+        f.debug_struct("FakeServicesServerBuilder")
+            .field("addr", &self.addr)
+            .field("prpc_addr", &self.prpc_addr)
+            .field("prefixes", &self.prefixes)
+            .field("tokens", &self.tokens.len())
+            .finish()
+    }
 }
 
 impl Default for FakeServicesServerBuilder {
     fn default() -> Self {
         FakeServicesServerBuilder {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            prpc_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             prefixes: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 }
 
 impl FakeServicesServerBuilder {
-    /// The address to listen on (default `127.0.0.1:0`: a free loopback port).
+    /// The address to serve gRPC on (default `127.0.0.1:0`: a free loopback
+    /// port).
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
+        self
+    }
+
+    /// The address to serve pRPC on (default `127.0.0.1:0`: a free loopback
+    /// port). pRPC has its own listener (HTTP/1.1 and cleartext HTTP/2).
+    pub fn prpc_addr(mut self, addr: SocketAddr) -> Self {
+        self.prpc_addr = addr;
+        self
+    }
+
+    /// Accepts `token` as a bearer token and requires one of the accepted
+    /// tokens on every call (see [`FakeServicesServer::set_tokens`]).
+    /// Repeatable.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.tokens.push(token.into());
         self
     }
 
@@ -572,16 +754,20 @@ impl FakeServicesServerBuilder {
         for (project, prefix, secret, expires_in) in &self.prefixes {
             service.register_prefix(project, prefix, secret, *expires_in);
         }
+        service.set_tokens(self.tokens);
         let listener = bind(self.addr)?;
         let addr = listener.local_addr()?;
+        let prpc_listener = bind(self.prpc_addr)?;
+        let prpc_addr = prpc_listener.local_addr()?;
         let endpoint = format!("http://{addr}");
         let channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
             .connect_lazy();
-        let running = Running::spawn(&service, listener);
+        let running = Running::spawn(&service, listener, prpc_listener);
         Ok(FakeServer {
             service,
             addr,
+            prpc_addr,
             endpoint,
             channel,
             running: Some(running),
@@ -606,10 +792,15 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 struct Running {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    prpc: PrpcServing,
 }
 
 impl Running {
-    fn spawn(service: &FakeServicesServer, listener: TcpListener) -> Self {
+    fn spawn(
+        service: &FakeServicesServer,
+        listener: TcpListener,
+        prpc_listener: TcpListener,
+    ) -> Self {
         service.shared.faults.set_stopping(false);
         let (shutdown, signal) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder().add_service(service.service());
@@ -620,12 +811,18 @@ impl Running {
             // Fires on send and on drop of the sender alike.
             let _ = signal.await;
         }));
-        Running { shutdown, task }
+        let prpc = PrpcServing::spawn(service, prpc_listener);
+        Running {
+            shutdown,
+            task,
+            prpc,
+        }
     }
 }
 
-/// A running [`FakeServicesServer`] on loopback: its address, a client channel,
-/// the state and knobs (shared with the service), and restart/shutdown.
+/// A running [`FakeServicesServer`] on loopback: its gRPC and pRPC addresses,
+/// a gRPC client channel, the state and knobs (shared with the service), and
+/// restart/shutdown (of both listeners: a restart binds both ports again).
 ///
 /// Dropping it stops the server (in-flight calls held by
 /// [`Faults::hold`] or latency answer `Unavailable`).
@@ -633,6 +830,7 @@ impl Running {
 pub struct FakeServer {
     service: FakeServicesServer,
     addr: SocketAddr,
+    prpc_addr: SocketAddr,
     endpoint: String,
     channel: Channel,
     running: Option<Running>,
@@ -650,9 +848,30 @@ impl FakeServer {
         self.addr
     }
 
-    /// Its URL, `http://127.0.0.1:PORT`.
+    /// Its gRPC URL, `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         self.endpoint.clone()
+    }
+
+    /// The address its pRPC listener listens on.
+    pub fn prpc_addr(&self) -> SocketAddr {
+        self.prpc_addr
+    }
+
+    /// Its pRPC base URL, `http://127.0.0.1:PORT` (calls go to
+    /// `{prpc_endpoint}/prpc/logdog.Services/{Method}`).
+    pub fn prpc_endpoint(&self) -> String {
+        format!("http://{}", self.prpc_addr)
+    }
+
+    /// See [`FakeServicesServer::prpc_connections`].
+    pub fn prpc_connections(&self) -> u64 {
+        self.service.prpc_connections()
+    }
+
+    /// See [`FakeServicesServer::set_tokens`].
+    pub fn set_tokens<T: Into<String>>(&self, tokens: impl IntoIterator<Item = T>) {
+        self.service.set_tokens(tokens);
     }
 
     /// A lazily connected channel to it (clones share one connection; it
@@ -759,7 +978,8 @@ impl FakeServer {
             self.service.clear_state();
         }
         let listener = bind(self.addr)?;
-        self.running = Some(Running::spawn(&self.service, listener));
+        let prpc_listener = bind(self.prpc_addr)?;
+        self.running = Some(Running::spawn(&self.service, listener, prpc_listener));
         Ok(())
     }
 
@@ -774,7 +994,8 @@ impl FakeServer {
         };
         self.service.faults().set_stopping(true);
         let _ = running.shutdown.send(());
-        match running.task.await {
+        let (grpc, ()) = tokio::join!(running.task, running.prpc.stop());
+        match grpc {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "fake server: serving failed"),
             Err(e) => tracing::warn!(error = %e, "fake server: serving task failed"),
@@ -787,6 +1008,7 @@ impl Drop for FakeServer {
         if let Some(running) = self.running.take() {
             self.service.faults().set_stopping(true);
             let _ = running.shutdown.send(());
+            running.prpc.signal();
         }
     }
 }

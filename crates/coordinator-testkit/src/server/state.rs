@@ -14,7 +14,7 @@ use coordinator_grpc::proto::logdog::{
     InternalLogStreamState, LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest,
     RegisterStreamResponse, TerminateStreamRequest,
 };
-use coordinator_grpc::proto::logpb::LogStreamDescriptor;
+use coordinator_grpc::proto::logpb::{LogStreamDescriptor, StreamType};
 use prost::Message;
 use tokio::time::Instant;
 
@@ -139,8 +139,8 @@ impl Registry {
     }
 
     /// RegisterStream. Checks, in order: project, protocol version, descriptor
-    /// (decodable, valid prefix and name), secret length, prefix registered,
-    /// prefix not expired, secret matches the prefix's. Then answers the stored
+    /// (decodable, then valid: see [`validate_descriptor`]), prefix registered,
+    /// prefix not expired, secret (36 bytes, matching the prefix's). Then answers the stored
     /// state of the stream, creating it (terminated if `terminal_index >= 0`) if
     /// it does not exist.
     pub(crate) fn register(
@@ -164,16 +164,7 @@ impl Registry {
                 format_args!("cannot decode LogStreamDescriptor: {e}"),
             )
         })?;
-        let prefix: StreamName = desc
-            .prefix
-            .parse()
-            .map_err(|e| Error::invalid_field("desc.prefix", e))?;
-        let name: StreamName = desc
-            .name
-            .parse()
-            .map_err(|e| Error::invalid_field("desc.name", e))?;
-        let secret =
-            PrefixSecret::from_bytes(&req.secret).map_err(|e| Error::invalid_field("secret", e))?;
+        let (prefix, name) = validate_descriptor(&desc)?;
 
         let key = (project, prefix);
         let Some(registered) = self.prefixes.get(&key) else {
@@ -190,6 +181,8 @@ impl Registry {
                 key.0.as_str()
             )));
         }
+        let secret =
+            PrefixSecret::from_bytes(&req.secret).map_err(|e| Error::invalid_field("secret", e))?;
         if !registered.secret.ct_eq_bytes(secret.as_bytes()) {
             return Err(Error::invalid_field(
                 "secret",
@@ -286,6 +279,80 @@ impl Registry {
     }
 }
 
+/// The most bytes a descriptor tag key may have.
+const MAX_TAG_KEY_BYTES: usize = 64;
+/// The most bytes a descriptor tag value may have.
+const MAX_TAG_VALUE_BYTES: usize = 4096;
+
+/// The real Coordinator's descriptor validation, in its order: prefix and name
+/// are valid stream names, the stream type is TEXT, BINARY or DATAGRAM, the
+/// content type is not empty, the timestamp is set, and every tag key is a valid
+/// stream name of at most 64 bytes with a value of at most 4096 bytes. Returns
+/// the prefix and name.
+fn validate_descriptor(desc: &LogStreamDescriptor) -> Result<(StreamName, StreamName), Error> {
+    let prefix: StreamName = desc
+        .prefix
+        .parse()
+        .map_err(|e| Error::invalid_field("desc.prefix", e))?;
+    let name: StreamName = desc
+        .name
+        .parse()
+        .map_err(|e| Error::invalid_field("desc.name", e))?;
+    if StreamType::try_from(desc.stream_type).is_err() {
+        return Err(Error::invalid_field(
+            "desc.stream_type",
+            format_args!(
+                "unknown stream type {}; want TEXT, BINARY or DATAGRAM",
+                desc.stream_type
+            ),
+        ));
+    }
+    if desc.content_type.is_empty() {
+        return Err(Error::invalid_field(
+            "desc.content_type",
+            "must not be empty",
+        ));
+    }
+    if desc.timestamp.is_none() {
+        return Err(Error::invalid_field("desc.timestamp", "must be set"));
+    }
+    // Sorted, so that the first invalid tag reported does not depend on the
+    // map's iteration order.
+    let mut tags: Vec<(&String, &String)> = desc.tags.iter().collect();
+    tags.sort_unstable();
+    for (key, value) in tags {
+        if key.len() > MAX_TAG_KEY_BYTES {
+            return Err(Error::invalid_field(
+                "desc.tags",
+                format_args!(
+                    "tag key {:?} is {} bytes long; at most {MAX_TAG_KEY_BYTES} allowed",
+                    truncated(key),
+                    key.len()
+                ),
+            ));
+        }
+        if let Err(e) = key.parse::<StreamName>() {
+            return Err(Error::invalid_field(
+                "desc.tags",
+                format_args!(
+                    "tag key {:?} is not a valid stream name: {e}",
+                    truncated(key)
+                ),
+            ));
+        }
+        if value.len() > MAX_TAG_VALUE_BYTES {
+            return Err(Error::invalid_field(
+                "desc.tags",
+                format_args!(
+                    "the value of tag {key:?} is {} bytes long; at most {MAX_TAG_VALUE_BYTES} allowed",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    Ok((prefix, name))
+}
+
 fn parse_project(project: &str) -> Result<ProjectName, Error> {
     project
         .parse()
@@ -332,6 +399,8 @@ mod tests {
         LogStreamDescriptor {
             prefix: prefix.into(),
             name: name.into(),
+            content_type: "text/plain".into(),
+            timestamp: Some(prost_types::Timestamp::default()),
             ..Default::default()
         }
         .encode_to_vec()
