@@ -11,6 +11,7 @@
 
 pub mod fake;
 pub mod mock;
+#[cfg(feature = "server")]
 pub mod server;
 
 // Re-exports: in-memory fakes.
@@ -19,6 +20,7 @@ pub use fake::{FakeCoordinator, Fault, Operation, OperationCounts, RecordedRegis
 pub use mock::MockCoordinator;
 
 // Re-exports: the in-process server.
+#[cfg(feature = "server")]
 pub use server::{
     BatchOrder, CallCounts, DESCRIPTOR_TIMESTAMP_SECONDS, FakeServer, FakeServicesServer,
     FakeServicesServerBuilder, Faults, RpcKind, ScriptedServices, StoredStream, descriptor,

@@ -1,4 +1,19 @@
-#![doc = include_str!("../../../README.md")]
+//! LogDog's collector-side Coordinator client: the facade over the workspace's
+//! crates. Features (default: `cache` only):
+//!
+//! - `cache`: [`cache`], the LRU + single-flight layer;
+//! - `grpc`: `grpc`, the tonic transport (`tls` adds rustls);
+//! - `prpc`: `prpc`, the pRPC transport the production Coordinator speaks;
+//! - `testkit`: `testkit`, the fakes and the in-process server;
+//! - `tower`: `tower::Layer`s for the [`services`] layers;
+//! - `serde`: serde for the domain types and the client configuration.
+//!
+//! The services layer ([`services`]) and the interface (re-exported at the
+//! root) are always here.
+#![cfg_attr(
+    all(feature = "grpc", feature = "testkit"),
+    doc = include_str!("../../../README.md")
+)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub use coordinator_api::*;
