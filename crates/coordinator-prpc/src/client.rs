@@ -188,18 +188,12 @@ impl PrpcServices {
     }
 }
 
-/// The `Authorization` header value with a token from `source` (marked
-/// sensitive). Failing to get one, or a token that is not a valid header
-/// value, is a transient `Unavailable` error that never contains the token.
-pub(crate) async fn authorization(source: &dyn TokenSource) -> Result<HeaderValue, Error> {
-    let token = auth::obtain(source).await?;
-    let mut value =
-        HeaderValue::try_from(format!("Bearer {}", token.secret.expose())).map_err(|_| {
-            Error::unavailable(format!(
-                "the access token ({} bytes) is not a valid header value",
-                token.secret.len()
-            ))
-        })?;
+/// The `Authorization` header value with a token from `source`
+/// ([`auth::bearer`]), marked sensitive.
+async fn authorization(source: &dyn TokenSource) -> Result<HeaderValue, Error> {
+    let bearer = auth::bearer(source).await?;
+    let mut value = HeaderValue::from_str(bearer.expose())
+        .map_err(|_| Error::unavailable("the access token is not a valid header value"))?;
     value.set_sensitive(true);
     Ok(value)
 }

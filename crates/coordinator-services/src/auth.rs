@@ -165,6 +165,22 @@ pub async fn obtain(source: &(dyn TokenSource + '_)) -> Result<AccessToken, Erro
     source.token().await.map_err(|e| token_error(&e))
 }
 
+/// `Bearer <token>` with a token from `source` ([`obtain`]), for an
+/// `authorization` header or gRPC metadata (mark it sensitive). A token that
+/// is not visible ASCII cannot be sent: a transient `Unavailable` error that
+/// gives its length, never the token.
+pub async fn bearer(source: &(dyn TokenSource + '_)) -> Result<TokenSecret, Error> {
+    let token = obtain(source).await?;
+    let secret = token.secret.expose();
+    if secret.is_empty() || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::unavailable(format!(
+            "the access token ({} bytes) is not a valid header value: visible ASCII only",
+            secret.len()
+        )));
+    }
+    Ok(TokenSecret::new(format!("Bearer {secret}")))
+}
+
 /// The transient error for a failure to get a token.
 fn token_error(error: &Error) -> Error {
     Error::unavailable(format!(
@@ -485,6 +501,16 @@ mod tests {
         let t = obtain(&StaticToken::new("abc")).await.unwrap();
         assert_eq!(t.secret.expose(), "abc");
         assert_eq!(t.expires_at, None);
+        let b = bearer(&StaticToken::new("abc")).await.unwrap();
+        assert_eq!(b.expose(), "Bearer abc");
+        for bad in ["", "a b", "ab\n", "caf\u{e9}"] {
+            let e = bearer(&StaticToken::new(bad)).await.unwrap_err();
+            assert!(e.is_retryable(), "{e}");
+            assert!(
+                e.message().contains(&format!("({} bytes)", bad.len())),
+                "{e}"
+            );
+        }
     }
 
     #[test]
