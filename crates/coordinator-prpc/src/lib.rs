@@ -12,6 +12,36 @@
 //! - [`wire`]: the protocol details (headers, media types, the timeout
 //!   format, the mapping of answers to errors).
 //!
+//! The builder, in full (every call optional; defaults in brackets):
+//!
+//! ```text
+//! PrpcCoordinator::builder()
+//!     .insecure(bool)                 // allow http:// [false: https only]
+//!     .encoding(Encoding::Binary)     // or Encoding::Json with feature json [Binary]
+//!     .token_source(source)           // any TokenSource, asked per attempt [none]
+//!     .bearer_token("...")            // or a static token [none]
+//!     .retry(RetryPolicy)             // [1 s first delay, x2, 5 retries, jitter]
+//!     .attempt_timeout(d)             // also X-Prpc-Grpc-Timeout [30 s]
+//!     .deadline(d)                    // per call, across retries [none]
+//!     .concurrency_limit(n)           // RPCs in flight [unlimited]
+//!     .batching(BatchOptions)         // Batch RPCs [off]
+//!     .max_response_size(bytes)       // [32 MiB]
+//!     .gzip_threshold(bytes)          // gzip larger request bodies [1 KiB]
+//!     .user_agent(s)                  // [coordinator-prpc/<version>]
+//!     .connect_timeout(d)             // [10 s]
+//!     .pool_max_idle_per_host(n)      // keep-alive pool [unlimited]
+//!     .pool_idle_timeout(d)           // [90 s]
+//!     .http_client(reqwest::Client)   // bring your own [one made from the above]
+//!     .build(url)                     // -> Result<PrpcCoordinator, BuildError>
+//!     // or .connect(url).await (same, no eager connection)
+//!     // or .build_transport(url)     // -> Result<PrpcServices, BuildError>
+//! ```
+//!
+//! For the production Coordinator with the machine's Google credentials
+//! (feature `gcp`):
+//! `.token_source(CachedTokenSource::new(GoogleTokenSource::new().await?))`
+//! (both in [`auth`]).
+//!
 //! HTTP is reqwest's (HTTP/1.1 only, rustls with the system's root
 //! certificates, gzip, a keep-alive connection pool). Tokens come from a
 //! [`TokenSource`](coordinator_services::auth::TokenSource) of

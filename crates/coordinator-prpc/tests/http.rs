@@ -475,3 +475,41 @@ async fn batching_and_concurrency_limit_over_prpc() {
     assert_eq!(server.requests().len(), 1);
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_one_cached_token() {
+    use coordinator_prpc::auth::{AccessToken, CachedTokenSource};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Slow(Arc<AtomicUsize>);
+    impl TokenSource for Slow {
+        fn token(&self) -> TokenFuture<'_> {
+            CoordinatorFuture::new(async move {
+                let n = self.0.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(AccessToken::new(
+                    format!("tok-{n}"),
+                    Instant::now() + Duration::from_secs(3600),
+                ))
+            })
+        }
+    }
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let server = Server::start(echo).await;
+    let t = builder()
+        .token_source(CachedTokenSource::new(Slow(fetches.clone())))
+        .build_transport(&server.url())
+        .unwrap();
+    let calls = (0..20).map(|_| register(&t));
+    for answer in futures::future::join_all(calls).await {
+        answer.unwrap();
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 20);
+    assert!(
+        seen.iter()
+            .all(|r| r.header("authorization") == Some("Bearer tok-0"))
+    );
+}
