@@ -8,6 +8,7 @@ use std::time::Duration;
 use coordinator_api::{
     Coordinator, CoordinatorFuture, Error, LogStreamState, RegisterRequest, TerminateRequest,
 };
+use coordinator_services::auth::{self, SharedTokenSource, TokenSource};
 use coordinator_services::{
     BatchOptions, BatchingClient, CallOptions, RetryPolicy, ServicesClient, ServicesCoordinator,
     ServicesFuture, ServicesStack,
@@ -66,6 +67,7 @@ pub struct GrpcServices {
 
 struct CallConfig {
     authorization: Option<AsciiMetadataValue>,
+    token_source: Option<SharedTokenSource>,
     interceptor: Option<Interceptor>,
     max_message_size: usize,
 }
@@ -78,6 +80,10 @@ impl fmt::Debug for GrpcServices {
                 "bearer_token",
                 &c.authorization.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "token_source",
+                &c.token_source.as_ref().map(|_| "<redacted>"),
+            )
             .field("interceptor", &c.interceptor.is_some())
             .field("max_message_size", &c.max_message_size)
             .finish_non_exhaustive()
@@ -89,12 +95,13 @@ impl GrpcServices {
     /// message limit. Use [`GrpcCoordinatorBuilder::build_transport`] for
     /// other options.
     pub fn new(channel: Channel) -> GrpcServices {
-        GrpcServices::with_config(boxed(channel), None, None, MAX_MESSAGE_SIZE)
+        GrpcServices::with_config(boxed(channel), None, None, None, MAX_MESSAGE_SIZE)
     }
 
     fn with_config(
         service: BoxedService,
         authorization: Option<AsciiMetadataValue>,
+        token_source: Option<SharedTokenSource>,
         interceptor: Option<Interceptor>,
         max_message_size: usize,
     ) -> GrpcServices {
@@ -103,6 +110,7 @@ impl GrpcServices {
             client,
             config: Arc::new(CallConfig {
                 authorization,
+                token_source,
                 interceptor,
                 max_message_size,
             }),
@@ -120,15 +128,24 @@ impl GrpcServices {
         self.client.clone().max_decoding_message_size(limit)
     }
 
-    fn prepare<M>(&self, options: &CallOptions, message: M) -> Result<tonic::Request<M>, Error> {
+    /// The request for one attempt: a token from the token source (asked per
+    /// attempt) or the static bearer token, the time left as `grpc-timeout`,
+    /// then the interceptor.
+    async fn prepare<M>(
+        &self,
+        options: &CallOptions,
+        message: M,
+    ) -> Result<tonic::Request<M>, Error> {
+        let authorization = match &self.config.token_source {
+            Some(source) => Some(authorization(source.as_ref()).await?),
+            None => self.config.authorization.clone(),
+        };
         let mut request = tonic::Request::new(message);
         if let Some(remaining) = options.remaining() {
             request.set_timeout(remaining);
         }
-        if let Some(token) = &self.config.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", token.clone());
+        if let Some(token) = authorization {
+            request.metadata_mut().insert("authorization", token);
         }
         if let Some(interceptor) = &self.config.interceptor {
             let (metadata, extensions, message) = request.into_parts();
@@ -139,6 +156,16 @@ impl GrpcServices {
         }
         Ok(request)
     }
+}
+
+/// The `authorization` metadata with a token from `source`
+/// ([`auth::bearer`]), marked sensitive.
+async fn authorization(source: &dyn TokenSource) -> Result<AsciiMetadataValue, Error> {
+    let bearer = auth::bearer(source).await?;
+    let mut value: AsciiMetadataValue = MetadataValue::try_from(bearer.expose())
+        .map_err(|_| Error::unavailable("the access token is not a valid metadata value"))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// The answer of one tonic call.
@@ -155,7 +182,7 @@ impl ServicesClient for GrpcServices {
         request: proto::RegisterStreamRequest,
     ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request)?;
+            let request = self.prepare(&options, request).await?;
             answer(self.client(&options).register_stream(request).await)
         })
     }
@@ -166,7 +193,7 @@ impl ServicesClient for GrpcServices {
         request: proto::TerminateStreamRequest,
     ) -> ServicesFuture<'_, ()> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request)?;
+            let request = self.prepare(&options, request).await?;
             answer(self.client(&options).terminate_stream(request).await)
         })
     }
@@ -177,7 +204,7 @@ impl ServicesClient for GrpcServices {
         request: proto::BatchRequest,
     ) -> ServicesFuture<'_, proto::BatchResponse> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request)?;
+            let request = self.prepare(&options, request).await?;
             answer(self.client(&options).batch(request).await)
         })
     }
@@ -188,7 +215,7 @@ impl ServicesClient for GrpcServices {
         request: proto::LoadStreamRequest,
     ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request)?;
+            let request = self.prepare(&options, request).await?;
             answer(self.client(&options).load_stream(request).await)
         })
     }
@@ -268,7 +295,8 @@ impl GrpcCoordinator {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<StdError>,
     {
-        let transport = GrpcServices::with_config(boxed(service), None, None, MAX_MESSAGE_SIZE);
+        let transport =
+            GrpcServices::with_config(boxed(service), None, None, None, MAX_MESSAGE_SIZE);
         let stack = ServicesStack::default();
         // Without batching, building the stack needs no runtime and cannot fail.
         let (client, _) = match stack.layer(transport.clone()) {
@@ -401,6 +429,7 @@ where
 pub struct GrpcCoordinatorBuilder {
     stack: ServicesStack,
     bearer_token: Option<String>,
+    token_source: Option<SharedTokenSource>,
     interceptor: Option<Interceptor>,
     user_agent: String,
     connect_timeout: Option<Duration>,
@@ -414,6 +443,7 @@ impl Default for GrpcCoordinatorBuilder {
         GrpcCoordinatorBuilder {
             stack: ServicesStack::default(),
             bearer_token: None,
+            token_source: None,
             interceptor: None,
             user_agent: USER_AGENT.to_owned(),
             connect_timeout: Some(Duration::from_secs(10)),
@@ -431,6 +461,10 @@ impl fmt::Debug for GrpcCoordinatorBuilder {
             .field(
                 "bearer_token",
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "token_source",
+                &self.token_source.as_ref().map(|_| "<redacted>"),
             )
             .field("interceptor", &self.interceptor.is_some())
             .field("user_agent", &self.user_agent)
@@ -474,9 +508,22 @@ impl GrpcCoordinatorBuilder {
 
     /// Sends `authorization: Bearer <token>` with every request. The token is
     /// never shown in `Debug` output or errors; building fails with
-    /// [`BuildError::BearerToken`] if it is not visible ASCII. Default none.
+    /// [`BuildError::BearerToken`] if it is not visible ASCII. Replaces a
+    /// [`token_source`](Self::token_source). Default none.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
+        self.token_source = None;
+        self
+    }
+
+    /// Gets a token from `source` for every attempt and sends it as
+    /// `authorization: Bearer <token>` (marked sensitive; wrap a slow source
+    /// in a [`CachedTokenSource`](coordinator_services::auth::CachedTokenSource)).
+    /// Failing to get one is a transient `Unavailable` error, retried per
+    /// policy. Replaces a [`bearer_token`](Self::bearer_token). Default none.
+    pub fn token_source(mut self, source: impl TokenSource + 'static) -> Self {
+        self.token_source = Some(Arc::new(source));
+        self.bearer_token = None;
         self
     }
 
@@ -661,6 +708,7 @@ impl GrpcCoordinatorBuilder {
         Ok(GrpcServices::with_config(
             boxed(service),
             authorization,
+            self.token_source.clone(),
             self.interceptor.clone(),
             self.max_message_size,
         ))
@@ -700,6 +748,74 @@ mod tests {
             !e.to_string().contains("token\n") && !e.to_string().contains("bad"),
             "{e}"
         );
+    }
+
+    /// Fails every call with what the interceptor saw in `authorization`.
+    fn reporting(builder: GrpcCoordinatorBuilder) -> GrpcCoordinatorBuilder {
+        builder
+            .retry(RetryPolicy::none())
+            .interceptor(|request: tonic::Request<()>| {
+                let seen = match request.metadata().get("authorization") {
+                    Some(v) if v.is_sensitive() => v.to_str().unwrap_or("?").to_owned(),
+                    Some(_) => "not sensitive".to_owned(),
+                    None => "none".to_owned(),
+                };
+                Err(tonic::Status::failed_precondition(seen))
+            })
+    }
+
+    #[tokio::test]
+    async fn a_token_source_is_asked_per_attempt_and_sent_as_sensitive_metadata() {
+        use coordinator_services::auth::{AccessToken, TokenFuture};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct Counting(AtomicUsize);
+        impl TokenSource for Counting {
+            fn token(&self) -> TokenFuture<'_> {
+                let n = self.0.fetch_add(1, Ordering::SeqCst);
+                CoordinatorFuture::ready(Ok(AccessToken::never_expiring(format!("tok-{n}"))))
+            }
+        }
+        let c = reporting(GrpcCoordinator::builder())
+            .token_source(Counting(AtomicUsize::new(0)))
+            .connect_lazy("http://127.0.0.1:1")
+            .unwrap();
+        assert!(!format!("{c:?}").contains("tok-"));
+        let request = RegisterRequest::parse("proj", "a/+/b", &[1; 36], None).unwrap();
+        for n in 0..2 {
+            let e = c.register_stream(&request, b"").await.unwrap_err();
+            assert_eq!(e.message(), format!("Bearer tok-{n}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn failing_to_get_a_token_is_transient_and_nothing_is_sent() {
+        use coordinator_services::auth::TokenFuture;
+
+        struct Refusing;
+        impl TokenSource for Refusing {
+            fn token(&self) -> TokenFuture<'_> {
+                CoordinatorFuture::ready(Err(Error::invalid_argument("no key file")))
+            }
+        }
+        let c = reporting(GrpcCoordinator::builder())
+            .token_source(Refusing)
+            .connect_lazy("http://127.0.0.1:1")
+            .unwrap();
+        let request = RegisterRequest::parse("proj", "a/+/b", &[1; 36], None).unwrap();
+        let e = c.register_stream(&request, b"").await.unwrap_err();
+        assert_eq!(e.code(), coordinator_api::Code::Unavailable, "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert!(e.message().contains("access token"), "{e}");
+
+        // The static token still works, and replaces the source.
+        let c = reporting(GrpcCoordinator::builder())
+            .token_source(Refusing)
+            .bearer_token("static")
+            .connect_lazy("http://127.0.0.1:1")
+            .unwrap();
+        let e = c.register_stream(&request, b"").await.unwrap_err();
+        assert_eq!(e.message(), "Bearer static");
     }
 
     #[test]

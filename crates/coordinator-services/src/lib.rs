@@ -18,8 +18,12 @@
 //!   [`Coordinator`](coordinator_api::Coordinator): client-side validation,
 //!   request building and response mapping ([`convert`]).
 //!
+//! [`auth`] gives every transport its access tokens ([`auth::TokenSource`],
+//! cached and refreshed once for all callers; Google credentials with the
+//! `gcp` feature).
+//!
 //! [`ServicesStack`] builds the usual stack in one call. With the `tower`
-//! feature, [`tower`](crate::tower) offers the layers as `tower::Layer`s. This
+//! feature, [`tower`] offers the layers as `tower::Layer`s. This
 //! crate depends on neither tonic nor an HTTP stack.
 //!
 //! A toy transport, a few dozen lines, gets retries and batching from the
@@ -85,6 +89,7 @@
 //! ```
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 mod batch;
 mod client;
 pub mod convert;
