@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: a simulated collector driven through the whole stack
-//! (cache → gRPC transport, batched by default → in-process fake Coordinator),
-//! then checked against the server's state.
+//! (cache → the services layers, batched by default → the pRPC or gRPC
+//! transport → in-process fake Coordinator), then checked against the server's
+//! state.
 //!
 //! The demo measures throughput, so it runs optimized code: started from an
 //! unoptimized (debug) xtask, [`run`] re-runs itself from a release build
@@ -24,9 +25,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Args;
 use coordinator::cache::{CacheStats, CachedCoordinator};
-use coordinator::grpc::proto::logdog::LoadStreamRequest;
-use coordinator::grpc::proto::logdog::services_client::ServicesClient;
-use coordinator::grpc::{BatchOptions, GrpcCoordinator, RetryPolicy};
+use coordinator::grpc::GrpcCoordinatorBuilder;
+use coordinator::prpc::PrpcCoordinatorBuilder;
+use coordinator::services::proto::logdog as proto;
+use coordinator::services::proto::logdog::LoadStreamRequest;
+use coordinator::services::{
+    BatchOptions, CallOptions, RetryPolicy, ServicesClient, ServicesCoordinator, ServicesFuture,
+    ServicesStack, SharedClient,
+};
 use coordinator::testkit::{FakeServer, FakeServicesServer};
 use coordinator::{
     Code, Coordinator, CoordinatorFuture, Error, LogStreamState, MessageIndex, PrefixSecret,
@@ -68,6 +74,18 @@ pub(crate) struct DemoArgs {
     /// With --endpoint: a registered prefix as PROJECT:PREFIX:SECRET_HEX (repeatable).
     #[arg(long = "prefix", value_name = "PROJECT:PREFIX:SECRET_HEX")]
     prefixes: Vec<String>,
+    /// The transport: pRPC (HTTP/1.1, what the production Coordinator speaks)
+    /// or gRPC (HTTP/2).
+    #[arg(long, value_enum, default_value_t = TransportKind::Prpc)]
+    transport: TransportKind,
+    /// At most this many RPCs in flight at once (so, over pRPC, at most this
+    /// many connections).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// A bearer token to send with every call (for an external server that
+    /// requires one). Never printed.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
     /// Skip the comparison run without the cache.
     #[arg(long)]
     no_compare: bool,
@@ -82,6 +100,25 @@ pub(crate) struct DemoArgs {
     /// release build.
     #[arg(long)]
     no_release: bool,
+}
+
+/// Which transport carries the run's RPCs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TransportKind {
+    /// pRPC: unary protobuf over HTTP/1.1 (binary encoding).
+    Prpc,
+    /// gRPC over HTTP/2.
+    Grpc,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Prpc => "pRPC",
+            TransportKind::Grpc => "gRPC",
+        })
+    }
 }
 
 /// The build profile of this process: `release` for an optimized build (no
@@ -101,6 +138,12 @@ struct RunReport {
     /// Unique per run; part of every stream name of the run.
     run_id: String,
     cache: bool,
+    /// The transport the RPCs went over.
+    transport_kind: TransportKind,
+    /// The most RPCs in flight at once.
+    concurrency_limit: usize,
+    /// Connections the embedded server accepted on its pRPC port.
+    prpc_connections: Option<u64>,
     batched: bool,
     bundles_delivered: u64,
     bundles_per_sec: f64,
@@ -313,20 +356,12 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
     let deliveries = plan_deliveries(&plans, &mut rng);
 
     let counts = Arc::new(TransportCounts::default());
-    let grpc = match &target {
-        Target::Embedded(server) => transport(args, server.channel(), &counts)?,
-        Target::External(url) => {
-            let channel = tonic::transport::Endpoint::from_shared(url.clone())
-                .context("parsing --endpoint")?
-                .connect_lazy();
-            transport(args, channel, &counts)?
-        }
-    };
+    let client = transport(args, &target, &counts)?;
     if let (Target::Embedded(server), Some(rate)) = (&target, args.chaos) {
         inject_chaos(server, rate, args.seed);
     }
     let counted = Arc::new(CountedTransport {
-        inner: grpc.clone(),
+        inner: client.coordinator.clone(),
         counts: counts.clone(),
     });
     let cached =
@@ -351,16 +386,32 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
     let verified = verify(
         &shared.plans,
         &target,
+        &client.transport,
         cache && args.chaos.is_none(),
         &verify_retries,
     )
     .await?;
+    // Connections are reused: over pRPC, no more than the concurrency limit.
+    let prpc_connections = match (&target, args.transport) {
+        (Target::Embedded(server), TransportKind::Prpc) => Some(server.prpc_connections()),
+        _ => None,
+    };
+    if let Some(opened) = prpc_connections {
+        ensure!(
+            opened <= args.concurrency as u64,
+            "the run opened {opened} pRPC connections, more than its concurrency limit of {}",
+            args.concurrency
+        );
+    }
     latencies.sort_unstable();
     let counters = &shared.counters;
     let delivered = counters.delivered.load(Ordering::SeqCst);
     let report = RunReport {
         run_id,
         cache,
+        transport_kind: args.transport,
+        concurrency_limit: args.concurrency,
+        prpc_connections,
         batched: !args.direct,
         bundles_delivered: delivered,
         bundles_per_sec: delivered as f64 / elapsed.as_secs_f64(),
@@ -382,7 +433,7 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
             Target::External(_) => None,
         },
         cache_stats: cached.as_ref().map(|c| cache_report(&c.stats())),
-        transport: transport_report(&counts, &grpc),
+        transport: transport_report(&counts, &client.coordinator),
         verify_retries: verify_retries.load(Ordering::SeqCst),
         register_latency_us_p50: percentile(&latencies, 0.50),
         register_latency_us_p99: percentile(&latencies, 0.99),
@@ -400,32 +451,116 @@ fn new_run_id() -> String {
     format!("{:08x}", rand::rng().random::<u32>())
 }
 
-/// The gRPC transport: batched unless `--direct`; quick retries so that injected
-/// faults are absorbed within the run.
-fn transport(
-    args: &DemoArgs,
-    channel: tonic::transport::Channel,
-    counts: &Arc<TransportCounts>,
-) -> Result<Arc<GrpcCoordinator>> {
-    let counts = counts.clone();
-    let mut builder = GrpcCoordinator::builder()
-        // Runs once per RPC sent, retries included.
-        .interceptor(move |request| {
-            counts.rpcs_sent.fetch_add(1, Ordering::Relaxed);
-            Ok(request)
-        })
+/// The client of a run: the layered stack the cache sits on, and the bare
+/// transport (for the `LoadStream` checks).
+struct Client {
+    coordinator: ServicesCoordinator,
+    transport: SharedClient,
+}
+
+/// The run's transport, pRPC or gRPC, under the shared layers: batched unless
+/// `--direct`, at most `--concurrency` RPCs in flight, quick retries so that
+/// injected faults are absorbed within the run. Every RPC attempt is counted.
+fn transport(args: &DemoArgs, target: &Target, counts: &Arc<TransportCounts>) -> Result<Client> {
+    let transport: SharedClient = match (args.transport, target) {
+        (TransportKind::Grpc, target) => {
+            let mut builder = GrpcCoordinatorBuilder::default();
+            if let Some(token) = &args.token {
+                builder = builder.bearer_token(token.clone());
+            }
+            let channel = match target {
+                Target::Embedded(server) => server.channel(),
+                Target::External(url) => builder
+                    .endpoint(url.clone())
+                    .context("parsing --endpoint")?
+                    .connect_lazy(),
+            };
+            Arc::new(builder.build_transport(channel)?)
+        }
+        (TransportKind::Prpc, target) => {
+            let url = match target {
+                Target::Embedded(server) => server.prpc_endpoint(),
+                Target::External(url) => url.clone(),
+            };
+            let mut builder = PrpcCoordinatorBuilder::default()
+                .insecure(url.starts_with("http://"))
+                .pool_max_idle_per_host(args.concurrency);
+            if let Some(token) = &args.token {
+                builder = builder.bearer_token(token.clone());
+            }
+            Arc::new(builder.build_transport(&url)?)
+        }
+    };
+    let mut stack = ServicesStack::new()
         .retry(
             RetryPolicy::default()
                 .with_initial_delay(Duration::from_millis(5))
                 .with_max_retries(5),
         )
-        .attempt_timeout(Duration::from_secs(2));
+        .attempt_timeout(Duration::from_secs(2))
+        .concurrency_limit(args.concurrency);
     if !args.direct {
         // A few milliseconds of batching delay suits an interactive run; the
         // production default is 1 s.
-        builder = builder.batching(BatchOptions::default().with_max_delay(BATCH_DELAY));
+        stack = stack.batching(BatchOptions::default().with_max_delay(BATCH_DELAY));
     }
-    Ok(Arc::new(builder.build(channel)?))
+    let counted = CountedRpcs {
+        inner: transport.clone(),
+        counts: counts.clone(),
+    };
+    Ok(Client {
+        coordinator: stack.build(counted)?,
+        transport,
+    })
+}
+
+/// Counts every RPC attempt that reaches the transport.
+struct CountedRpcs {
+    inner: SharedClient,
+    counts: Arc<TransportCounts>,
+}
+
+impl CountedRpcs {
+    fn count(&self) {
+        self.counts.rpcs_sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl ServicesClient for CountedRpcs {
+    fn register_stream(
+        &self,
+        options: CallOptions,
+        request: proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        self.count();
+        self.inner.register_stream(options, request)
+    }
+
+    fn terminate_stream(
+        &self,
+        options: CallOptions,
+        request: proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'_, ()> {
+        self.count();
+        self.inner.terminate_stream(options, request)
+    }
+
+    fn batch(
+        &self,
+        options: CallOptions,
+        request: proto::BatchRequest,
+    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        self.count();
+        self.inner.batch(options, request)
+    }
+
+    fn load_stream(
+        &self,
+        options: CallOptions,
+        request: proto::LoadStreamRequest,
+    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        self.inner.load_stream(options, request)
+    }
 }
 
 /// The batching client's delay threshold in the demo.
@@ -450,7 +585,7 @@ struct TransportCounts {
 /// The transport as the cache (or the workers) see it, counting the calls that
 /// reach it and the errors it returns.
 struct CountedTransport {
-    inner: Arc<GrpcCoordinator>,
+    inner: ServicesCoordinator,
     counts: Arc<TransportCounts>,
 }
 
@@ -485,7 +620,7 @@ impl Coordinator for CountedTransport {
 /// Derives retries and failures from the counts. Every call makes one attempt
 /// plus one per retry; an attempt is an RPC (direct) or a batch entry sent for
 /// the first time (batched: re-sent unanswered entries are not new attempts).
-fn transport_report(counts: &TransportCounts, grpc: &GrpcCoordinator) -> TransportReport {
+fn transport_report(counts: &TransportCounts, grpc: &ServicesCoordinator) -> TransportReport {
     let calls = counts.calls.load(Ordering::SeqCst);
     let errors = counts.errors.load(Ordering::SeqCst);
     let rpcs_sent = counts.rpcs_sent.load(Ordering::SeqCst);
@@ -804,46 +939,38 @@ fn descriptor(plan: &StreamPlan) -> Vec<u8> {
 async fn verify(
     plans: &[StreamPlan],
     target: &Target,
+    transport: &SharedClient,
     expect_single_registration: bool,
     retries: &AtomicU64,
 ) -> Result<usize> {
-    let mut client = match target {
-        Target::Embedded(_) => None,
-        Target::External(url) => Some(ServicesClient::new(
-            tonic::transport::Endpoint::from_shared(url.clone())
-                .context("parsing --endpoint")?
-                .connect_lazy(),
-        )),
-    };
     let mut problems = Vec::new();
     for plan in plans {
         // (terminal index, registration RPCs if known), or None if unknown.
-        let found = match (target, client.as_mut()) {
-            (Target::Embedded(server), _) => server
+        let found = match target {
+            Target::Embedded(server) => server
                 .stream(&plan.project, &plan.path)
                 .map(|s| (s.terminal_index, Some(s.registrations))),
-            (Target::External(_), Some(client)) => {
+            Target::External(_) => {
                 let request = LoadStreamRequest {
                     project: plan.project.to_string(),
                     id: StreamId::for_path(&plan.path).to_string(),
                     desc: false,
                 };
                 let load = retry_transient(VERIFY_BACKOFF, retries, || {
-                    let (mut client, request) = (client.clone(), request.clone());
-                    async move { client.load_stream(request).await }
+                    transport.load_stream(CallOptions::new(), request.clone())
                 });
                 match load.await {
-                    Ok(response) => response.into_inner().state.map(|state| {
+                    Ok(response) => response.state.map(|state| {
                         (MessageIndex::optional_from_wire(state.terminal_index), None)
                     }),
-                    Err(status) if status.code() == tonic::Code::NotFound => None,
-                    Err(status) => {
-                        let code = Code::from_i32(status.code() as i32);
+                    Err(error) if error.code() == Code::NotFound => None,
+                    Err(error) => {
                         bail!(
-                            "LoadStream for {}: {code}: {} ({})",
+                            "LoadStream for {}: {}: {} ({})",
                             plan.path,
-                            status.message(),
-                            if code.is_transient() {
+                            error.code(),
+                            error.message(),
+                            if error.is_transient() {
                                 "transient, retries used up"
                             } else {
                                 "permanent"
@@ -852,7 +979,6 @@ async fn verify(
                     }
                 }
             }
-            (Target::External(_), None) => None,
         };
         match found {
             None => problems.push(format!("{}: never registered", plan.path)),
@@ -904,34 +1030,29 @@ const VERIFY_BACKOFF: Backoff = Backoff {
     max_delay: Duration::from_secs(1),
 };
 
-/// Runs `call` until it succeeds, fails with a permanent status, or
-/// `backoff.attempts` are used up; counts each retry in `retries`. Transient
-/// statuses are those of the error table (`Internal`, `Unknown`, `Unavailable`,
-/// `DeadlineExceeded`).
+/// Runs `call` until it succeeds, fails with a permanent error, or
+/// `backoff.attempts` are used up; counts each retry in `retries`.
 async fn retry_transient<T, F, Fut>(
     backoff: Backoff,
     retries: &AtomicU64,
     mut call: F,
-) -> Result<T, tonic::Status>
+) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, tonic::Status>>,
+    Fut: Future<Output = Result<T, Error>>,
 {
     let mut delay = backoff.first_delay;
     let mut attempt = 1;
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(status)
-                if attempt < backoff.attempts
-                    && Code::from_i32(status.code() as i32).is_transient() =>
-            {
+            Err(error) if attempt < backoff.attempts && error.is_transient() => {
                 retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(backoff.max_delay);
                 attempt += 1;
             }
-            Err(status) => return Err(status),
+            Err(error) => return Err(error),
         }
     }
 }
@@ -1051,10 +1172,20 @@ fn print_run(run: &RunReport, chaos: bool) {
         2,
         "transport",
         format_args!(
-            "calls {}  RPCs sent {}  errors returned {}",
-            t.calls, t.rpcs_sent, t.errors
+            "{}, at most {} RPCs in flight: calls {}  RPCs sent {}  errors returned {}",
+            run.transport_kind, run.concurrency_limit, t.calls, t.rpcs_sent, t.errors
         ),
     );
+    if let Some(opened) = run.prpc_connections {
+        line(
+            2,
+            "connections",
+            format_args!(
+                "{opened} opened on the server's pRPC port (limit {}), reused for every RPC",
+                run.concurrency_limit
+            ),
+        );
+    }
     if let Some(s) = &run.server {
         line(
             2,
@@ -1250,6 +1381,9 @@ mod tests {
             chaos: None,
             endpoint: None,
             prefixes: Vec::new(),
+            transport: TransportKind::Prpc,
+            concurrency: 8,
+            token: None,
             no_compare: false,
             json: false,
             seed: 1,
@@ -1301,7 +1435,9 @@ mod tests {
         server.faults().fail_next_rpc(RpcKind::LoadStream, n, code);
         let retries = AtomicU64::new(0);
         let target = Target::External(server.endpoint());
-        let result = verify(&plans, &target, false, &retries).await;
+        let transport: SharedClient =
+            Arc::new(coordinator::grpc::GrpcServices::new(server.channel()));
+        let result = verify(&plans, &target, &transport, false, &retries).await;
         server.shutdown().await;
         (result, retries.load(Ordering::SeqCst))
     }
@@ -1333,10 +1469,10 @@ mod tests {
         let (calls, retries) = (AtomicU64::new(0), AtomicU64::new(0));
         let result: Result<(), _> = retry_transient(backoff, &retries, || {
             calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(tonic::Status::unavailable("down")) }
+            async { Err(Error::unavailable("down")) }
         })
         .await;
-        assert_eq!(result.unwrap_err().code(), tonic::Code::Unavailable);
+        assert_eq!(result.unwrap_err().code(), Code::Unavailable);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(retries.load(Ordering::SeqCst), 3);
     }

@@ -31,6 +31,10 @@ pub use coordinator_cache as cache;
 #[cfg(feature = "grpc")]
 pub use coordinator_grpc as grpc;
 
+/// The pRPC transport for `logdog.Services` (feature `prpc`).
+#[cfg(feature = "prpc")]
+pub use coordinator_prpc as prpc;
+
 /// Test fakes (feature `testkit`).
 #[cfg(feature = "testkit")]
 pub use coordinator_testkit as testkit;
