@@ -23,7 +23,8 @@ use crate::BuildError;
 use crate::convert::{ServiceError, error_from_status};
 use crate::proto::logdog as proto;
 use crate::proto::logdog::services_client::ServicesClient as TonicClient;
-use crate::sanitize::{SanitizedBody, strip_malformed_details};
+use crate::sanitize::{sanitize_frame, strip_malformed_details};
+use http_body_util::BodyExt;
 
 /// The type-erased HTTP/2 service every [`GrpcServices`] sends through.
 type BoxedService = BoxCloneSyncService<
@@ -411,7 +412,10 @@ where
             .map_response(|response: http::Response<B>| {
                 let (mut parts, body) = response.into_parts();
                 strip_malformed_details(&mut parts.headers);
-                http::Response::from_parts(parts, tonic::body::Body::new(SanitizedBody::new(body)))
+                http::Response::from_parts(
+                    parts,
+                    tonic::body::Body::new(body.map_frame(sanitize_frame)),
+                )
             })
             .map_err(|error: S::Error| ServiceError(error.into())),
     )

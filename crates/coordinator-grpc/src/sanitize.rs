@@ -5,13 +5,10 @@
 //! the status code. The details are opaque to this client, so a malformed value
 //! is removed (and logged) and the status is read without it.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Frame;
 use tonic::codegen::http::HeaderMap;
 
 /// The header tonic decodes.
@@ -37,49 +34,15 @@ pub fn strip_malformed_details(headers: &mut HeaderMap) -> bool {
     malformed
 }
 
-/// A response body whose trailers are passed through
-/// [`strip_malformed_details`].
-pub(crate) struct SanitizedBody<B> {
-    inner: Pin<Box<B>>,
-}
-
-impl<B> SanitizedBody<B> {
-    pub(crate) fn new(inner: B) -> Self {
-        SanitizedBody {
-            inner: Box::pin(inner),
+/// Passes a response body frame through: trailers go through
+/// [`strip_malformed_details`], data is untouched.
+pub(crate) fn sanitize_frame<D>(frame: Frame<D>) -> Frame<D> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            strip_malformed_details(&mut trailers);
+            Frame::trailers(trailers)
         }
-    }
-}
-
-impl<B: Body> Body for SanitizedBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let frame = match frame.into_trailers() {
-                    Ok(mut trailers) => {
-                        strip_malformed_details(&mut trailers);
-                        Frame::trailers(trailers)
-                    }
-                    Err(frame) => frame,
-                };
-                Poll::Ready(Some(Ok(frame)))
-            }
-            other => other,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        Err(frame) => frame,
     }
 }
 

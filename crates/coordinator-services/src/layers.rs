@@ -139,9 +139,22 @@ impl<S> Retry<S> {
                 Some(at) => options.with_deadline(at),
                 None => options,
             };
+            // Without retries there is one attempt: it takes the request itself.
+            let single = self.policy.max_retries == 0;
+            let mut request = Some(request);
             retry_until(&self.policy, deadline_at, self.deadline, &what, || {
-                let request = request.clone();
-                let attempt = CatchPanic::call(what, || call(&self.inner, options, request));
+                let attempt = match if single {
+                    request.take()
+                } else {
+                    request.clone()
+                } {
+                    Some(request) => CatchPanic::call(what, || call(&self.inner, options, request)),
+                    // Unreachable: a policy without retries makes one attempt.
+                    None => CatchPanic::new(
+                        what,
+                        CoordinatorFuture::ready(Err(Error::internal("no request left to retry"))),
+                    ),
+                };
                 async move { attempt.await.and_then(T::check) }
             })
             .await
