@@ -6,8 +6,7 @@
 //! (throughput in elements = calls). The batched clients use a 2 ms delay
 //! threshold, so a lone batched caller waits for it.
 //!
-//! Run: `cargo bench -p coordinator --bench transports` (or `cargo xtask bench
-//! --transports`).
+//! Run: `cargo bench -p coordinator --bench transports`.
 // `criterion_group!` generates an undocumented `pub fn`.
 #![allow(missing_docs)]
 
