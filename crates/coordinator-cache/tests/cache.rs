@@ -1,4 +1,4 @@
-//! The cache's semantics (`semantics.md` §5), with real concurrency: calls held at
+//! The cache's semantics (`docs/behaviour.md` §6), with real concurrency: calls held at
 //! the `FakeCoordinator`'s gate, many tasks, paused time for expiry, and dropped
 //! callers.
 

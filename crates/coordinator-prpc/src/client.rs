@@ -36,7 +36,7 @@ const SERVICE: &str = "logdog.Services";
 
 /// The pRPC transport: one attempt of each `logdog.Services` RPC as an HTTP/1.1
 /// `POST {scheme}://{host}/prpc/logdog.Services/{Method}`, as a
-/// [`ServicesClient`] (`/work/shared/spec/prpc.md`, `docs/behaviour.md` §4).
+/// [`ServicesClient`] (`docs/prpc.md`, `docs/behaviour.md` §4).
 ///
 /// Each call:
 /// - sends the message in the configured [`Encoding`] (binary by default),

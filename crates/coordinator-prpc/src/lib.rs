@@ -1,6 +1,6 @@
 //! The pRPC transport for LogDog's `logdog.Services` API: unary protobuf RPCs
 //! over HTTP/1.1 POSTs, with gRPC codes in a response header
-//! (`/work/shared/spec/prpc.md`): what the production Coordinator serves.
+//! (`docs/prpc.md`): what the production Coordinator serves.
 //!
 //! - [`PrpcServices`]: the transport, one attempt of each RPC, as a
 //!   [`coordinator_services::ServicesClient`]: put any layers of

@@ -25,7 +25,7 @@
 //! - `floor`: [`Floor`], 16 mutex-sharded hash tables with a fast hash and nothing
 //!   else (no expiry, no bound, no coalescing): what a lookup costs at least.
 //!
-//! The two library-based adapters implement our semantics (`semantics.md` §5) as
+//! The two library-based adapters implement our semantics (the behaviour contract, `docs/behaviour.md` §6) as
 //! far as each library allows; each documents what it lacks.
 //!
 //! # Records
