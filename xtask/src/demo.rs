@@ -745,6 +745,8 @@ struct Shared {
     total: usize,
     /// Set when the run must end early: every worker returns at its next turn.
     stop: AtomicBool,
+    /// Transient failures since the last success, across all workers.
+    failing_streak: AtomicU64,
     counters: WorkerCounters,
     plans: Vec<StreamPlan>,
     progress: ProgressBar,
@@ -766,6 +768,7 @@ impl Shared {
             outstanding: AtomicUsize::new(deliveries.len()),
             queue: parking_lot::Mutex::new(deliveries.into()),
             stop: AtomicBool::new(false),
+            failing_streak: AtomicU64::new(0),
             counters: WorkerCounters::default(),
             plans,
             progress,
@@ -776,6 +779,12 @@ impl Shared {
 /// How often one bundle may be delivered before a transient failure counts as
 /// final and ends the run.
 const MAX_DELIVERIES: u32 = 50;
+
+/// How many deliveries in a row, across all workers, may fail transiently with
+/// no success in between before the Coordinator counts as unreachable and the
+/// run ends (a queue of thousands of bundles would otherwise take hours to use
+/// up [`MAX_DELIVERIES`] on one of them).
+const MAX_FAILING_STREAK: u64 = 500;
 
 /// A bundle the run could not process: a permanent error, or transient errors
 /// on every one of [`MAX_DELIVERIES`] deliveries.
@@ -790,7 +799,13 @@ struct BundleFailure {
 impl fmt::Display for BundleFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "bundle {} of {} failed ", self.bundle, self.path)?;
-        if self.error.is_transient() {
+        if self.error.is_transient() && self.deliveries < MAX_DELIVERIES {
+            write!(
+                f,
+                "transiently, as the last {MAX_FAILING_STREAK} deliveries of the run did \
+                 with no success in between (is the Coordinator reachable?)"
+            )?;
+        } else if self.error.is_transient() {
             write!(
                 f,
                 "transiently on all of its {} deliveries",
@@ -865,11 +880,17 @@ async fn worker(shared: &Shared, coordinator: &dyn Coordinator) -> Result<Vec<u6
         let counters = &shared.counters;
         match process_bundle(counters, coordinator, plan, delivery.bundle, &mut latencies).await {
             Ok(()) => {
+                shared.failing_streak.store(0, Ordering::SeqCst);
                 counters.delivered.fetch_add(1, Ordering::SeqCst);
                 shared.outstanding.fetch_sub(1, Ordering::SeqCst);
                 shared.progress.inc(1);
             }
-            Err(e) if e.is_transient() && delivery.attempt + 1 < MAX_DELIVERIES => {
+            Err(e)
+                if e.is_transient()
+                    && delivery.attempt + 1 < MAX_DELIVERIES
+                    && shared.failing_streak.fetch_add(1, Ordering::SeqCst) + 1
+                        < MAX_FAILING_STREAK =>
+            {
                 // Nack: the queue redelivers the bundle later.
                 counters.redeliveries.fetch_add(1, Ordering::SeqCst);
                 shared.queue.lock().push_back(Delivery {
@@ -1326,6 +1347,20 @@ mod tests {
         // A permanent error is never redelivered, and its bundle is not counted.
         assert_eq!(shared.counters.redeliveries.load(Ordering::SeqCst), 0);
         assert!(shared.counters.delivered.load(Ordering::SeqCst) < 24);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_ends_a_large_run_quickly() {
+        // Every call fails transiently; with 600 bundles no single one reaches
+        // MAX_DELIVERIES soon, but the streak of failures ends the run.
+        let fake = FakeCoordinator::new();
+        fake.inject(Fault::new(Error::unavailable("connection refused")));
+        let (plans, deliveries) = workload("t4", 200, 3);
+        let (shared, result) = drive_bounded(plans, deliveries, Arc::new(fake), 8).await;
+        let report = format!("{:#}", result.unwrap_err());
+        assert!(report.contains("is the Coordinator reachable?"), "{report}");
+        let redelivered = shared.counters.redeliveries.load(Ordering::SeqCst);
+        assert!(redelivered < MAX_FAILING_STREAK + 8, "{redelivered}");
     }
 
     #[tokio::test]

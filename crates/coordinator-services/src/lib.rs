@@ -112,6 +112,11 @@ pub use panic::{CatchPanic, panic_error};
 pub use retry::{RetryPolicy, with_retries};
 pub use stack::{DEFAULT_ATTEMPT_TIMEOUT, ServicesStack};
 
+/// The protobuf runtime whose message types appear in this crate's API.
+pub use prost;
+/// The well-known types (`Timestamp`, `Duration`) the messages use.
+pub use prost_types;
+
 /// The batching client's pure response matching, exposed for the fuzz targets
 /// under `fuzz/` and their regression tests. Not a stable API.
 #[doc(hidden)]

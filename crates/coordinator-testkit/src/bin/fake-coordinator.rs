@@ -126,6 +126,15 @@ fn parse_prefix(flag: &str) -> anyhow::Result<PrefixFlag> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // Logs to stderr, filtered by RUST_LOG (default: warnings; e.g.
+    // RUST_LOG=coordinator_testkit=debug). Tokens and secrets are never logged.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     if let Some(path) = &args.print_descriptor {
         println!(
