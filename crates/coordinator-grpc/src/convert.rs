@@ -266,4 +266,47 @@ mod tests {
         assert!(e.message().len() <= MAX_ERROR_MESSAGE);
         assert!(e.message().ends_with("[truncated]"));
     }
+
+    /// A locally made status with `code` whose cause is `source`.
+    fn local(code: tonic::Code, source: Box<dyn StdError + Send + Sync>) -> tonic::Status {
+        let mut status = tonic::Status::new(code, "local");
+        status.set_source(std::sync::Arc::from(source));
+        status
+    }
+
+    #[test]
+    fn each_kind_of_transport_cause_makes_any_code_unavailable() {
+        let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        let causes: Vec<(&str, Box<dyn StdError + Send + Sync>)> = vec![
+            ("service", Box::new(ServiceError(Box::new(refused())))),
+            (
+                "connect",
+                Box::new(tonic::ConnectError(Box::new(refused()))),
+            ),
+            (
+                "io",
+                Box::new(io::Error::new(io::ErrorKind::UnexpectedEof, "eof")),
+            ),
+        ];
+        for (what, cause) in causes {
+            let e = error_from_status(&local(tonic::Code::InvalidArgument, cause));
+            assert_eq!(e.code(), Code::Unavailable, "{what}: {e}");
+        }
+        // A local cause that is not a connection failure keeps a code other than
+        // the connection codes.
+        let policy = io::Error::new(io::ErrorKind::PermissionDenied, "policy");
+        let e = error_from_status(&local(tonic::Code::InvalidArgument, Box::new(policy)));
+        assert_eq!(e.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn a_service_error_shows_and_chains_its_cause() {
+        let e = ServiceError(Box::new(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "reset by peer",
+        )));
+        assert_eq!(e.to_string(), "reset by peer");
+        let source = e.source().expect("the cause is the source");
+        assert!(source.is::<io::Error>());
+    }
 }
