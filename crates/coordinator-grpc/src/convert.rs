@@ -276,13 +276,12 @@ mod tests {
 
     #[test]
     fn each_kind_of_transport_cause_makes_any_code_unavailable() {
-        let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+        // Each wraps a cause that is not itself a connection failure, so that
+        // each kind has to be recognised on its own.
+        let other = || io::Error::new(io::ErrorKind::PermissionDenied, "policy");
         let causes: Vec<(&str, Box<dyn StdError + Send + Sync>)> = vec![
-            ("service", Box::new(ServiceError(Box::new(refused())))),
-            (
-                "connect",
-                Box::new(tonic::ConnectError(Box::new(refused()))),
-            ),
+            ("service", Box::new(ServiceError(Box::new(other())))),
+            ("connect", Box::new(tonic::ConnectError(Box::new(other())))),
             (
                 "io",
                 Box::new(io::Error::new(io::ErrorKind::UnexpectedEof, "eof")),
