@@ -17,7 +17,7 @@ use crate::client::{CallOptions, ServicesClient, ServicesFuture};
 use crate::convert::check_register_response;
 use crate::panic::CatchPanic;
 use crate::proto::logdog as proto;
-use crate::retry::{RetryPolicy, retry_until};
+use crate::retry::{RetryPolicy, overall_deadline_error, retry_after};
 
 /// One RPC of the inner client, as a function of the call's options and
 /// request.
@@ -142,7 +142,7 @@ impl<S> Retry<S> {
             // Without retries there is one attempt: it takes the request itself.
             let single = self.policy.max_retries == 0;
             let mut request = Some(request);
-            retry_until(&self.policy, deadline_at, self.deadline, &what, || {
+            let mut attempt = move || {
                 let attempt = match if single {
                     request.take()
                 } else {
@@ -156,8 +156,31 @@ impl<S> Retry<S> {
                     ),
                 };
                 async move { attempt.await.and_then(T::check) }
-            })
-            .await
+            };
+            // The first attempt runs inline; the retry loop, with its backoff
+            // timer, is built (and boxed) only if it fails. The common call
+            // then carries no timer and moves less.
+            let first = match deadline_at {
+                None => attempt().await,
+                Some(at) => match Box::pin(tokio::time::timeout_at(at, attempt())).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(overall_deadline_error(&what, self.deadline, 1)),
+                },
+            };
+            match first {
+                Ok(value) => Ok(value),
+                Err(error) => {
+                    Box::pin(retry_after(
+                        &self.policy,
+                        deadline_at,
+                        self.deadline,
+                        &what,
+                        Some(error),
+                        attempt,
+                    ))
+                    .await
+                }
+            }
         })
     }
 }
@@ -310,5 +333,149 @@ impl<S> fmt::Debug for ConcurrencyLimit<S> {
             .field("limit", &self.limit)
             .field("available", &self.slots.available_permits())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use coordinator_api::Code;
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    /// Answers `terminate_stream` calls from a script, in order: `Some(result)`
+    /// at once, `None` never. Records the requests it got.
+    #[derive(Default)]
+    struct Script {
+        answers: Mutex<VecDeque<Option<Result<(), Error>>>>,
+        seen: Mutex<Vec<proto::TerminateStreamRequest>>,
+    }
+
+    impl Script {
+        fn new(answers: impl IntoIterator<Item = Option<Result<(), Error>>>) -> Self {
+            Script {
+                answers: Mutex::new(answers.into_iter().collect()),
+                seen: Mutex::default(),
+            }
+        }
+    }
+
+    impl ServicesClient for Script {
+        fn register_stream(
+            &self,
+            _: CallOptions,
+            _: proto::RegisterStreamRequest,
+        ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+            CoordinatorFuture::ready(Err(Error::internal("not scripted")))
+        }
+
+        fn terminate_stream(
+            &self,
+            _: CallOptions,
+            request: proto::TerminateStreamRequest,
+        ) -> ServicesFuture<'_, ()> {
+            self.seen.lock().push(request);
+            match self.answers.lock().pop_front().flatten() {
+                Some(result) => CoordinatorFuture::ready(result),
+                None => CoordinatorFuture::new(std::future::pending()),
+            }
+        }
+
+        fn batch(
+            &self,
+            _: CallOptions,
+            _: proto::BatchRequest,
+        ) -> ServicesFuture<'_, proto::BatchResponse> {
+            CoordinatorFuture::ready(Err(Error::internal("not scripted")))
+        }
+    }
+
+    fn request() -> proto::TerminateStreamRequest {
+        proto::TerminateStreamRequest {
+            project: "p".into(),
+            id: "a".repeat(64),
+            secret: vec![1; 36],
+            terminal_index: 7,
+        }
+    }
+
+    fn policy(retries: u32) -> RetryPolicy {
+        RetryPolicy::default()
+            .with_max_retries(retries)
+            .with_initial_delay(Duration::from_secs(1))
+            .with_jitter(0.0)
+    }
+
+    fn unavailable() -> Option<Result<(), Error>> {
+        Some(Err(Error::unavailable("try again")))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_gets_the_same_request_and_its_answer_is_kept() {
+        let retry = Retry::new(Script::new([unavailable(), Some(Ok(()))]), policy(3));
+        let started = Instant::now();
+        retry
+            .terminate_stream(CallOptions::new(), request())
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(*retry.inner().seen.lock(), [request(), request()]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_retries_one_attempt_is_made() {
+        let retry = Retry::new(Script::new([unavailable(), Some(Ok(()))]), policy(0));
+        let error = retry
+            .terminate_stream(CallOptions::new(), request())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::Unavailable);
+        assert_eq!(retry.inner().seen.lock().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_cuts_the_first_attempt_and_names_it() {
+        let retry =
+            Retry::new(Script::new([None]), policy(3)).with_deadline(Duration::from_secs(5));
+        let started = Instant::now();
+        let error = retry
+            .terminate_stream(CallOptions::new(), request())
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(error.code(), Code::DeadlineExceeded);
+        assert!(error.to_string().contains("during attempt 1"), "{error}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_cuts_a_later_attempt_and_names_it() {
+        let retry = Retry::new(Script::new([unavailable(), None]), policy(3))
+            .with_deadline(Duration::from_secs(5));
+        let started = Instant::now();
+        let error = retry
+            .terminate_stream(CallOptions::new(), request())
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert!(error.to_string().contains("during attempt 2"), "{error}");
+        assert_eq!(retry.inner().seen.lock().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_first_answer_is_returned_without_waiting() {
+        let retry = Retry::new(
+            Script::new([Some(Err(Error::invalid_field("id", "bad")))]),
+            policy(3),
+        );
+        let started = Instant::now();
+        let error = retry
+            .terminate_stream(CallOptions::new(), request())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(retry.inner().seen.lock().len(), 1);
     }
 }

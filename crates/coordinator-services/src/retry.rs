@@ -157,45 +157,75 @@ pub(crate) async fn retry_until<T, F, Fut>(
     deadline_at: Option<Instant>,
     deadline: Option<Duration>,
     what: &(dyn std::fmt::Display + Sync),
+    attempt: F,
+) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    retry_after(policy, deadline_at, deadline, what, None, attempt).await
+}
+
+/// [`retry_until`], after a first attempt that already failed with `first`
+/// (if given): decides whether to retry it, then goes on as usual. Lets a
+/// caller run the first attempt inline and build this (larger) future only
+/// when that attempt fails.
+pub(crate) async fn retry_after<T, F, Fut>(
+    policy: &RetryPolicy,
+    deadline_at: Option<Instant>,
+    deadline: Option<Duration>,
+    what: &(dyn std::fmt::Display + Sync),
+    first: Option<Error>,
     mut attempt: F,
 ) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    // Retries made so far; the next attempt is number `retry + 1`.
     let mut retry = 0u32;
+    let mut last = first;
     loop {
+        if let Some(error) = last.take() {
+            if !error.is_retryable() || retry >= policy.max_retries {
+                return Err(error);
+            }
+            let delay = policy.delay(retry);
+            if let Some(at) = deadline_at
+                && Instant::now() + delay >= at
+            {
+                tracing::debug!(%what, %error, "not retrying: the overall deadline would pass");
+                return Err(error);
+            }
+            tracing::debug!(%what, %error, retry = retry + 1, ?delay, "retrying after a transient error");
+            tokio::time::sleep(delay).await;
+            retry += 1;
+        }
         let result = match deadline_at {
             Some(at) => match tokio::time::timeout_at(at, attempt()).await {
                 Ok(result) => result,
-                Err(_) => {
-                    return Err(Error::deadline_exceeded(format!(
-                        "{what}: overall deadline of {:?} exceeded during attempt {}",
-                        deadline.unwrap_or_default(),
-                        retry + 1
-                    )));
-                }
+                Err(_) => return Err(overall_deadline_error(what, deadline, retry + 1)),
             },
             None => attempt().await,
         };
-        let error = match result {
+        match result {
             Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        if !error.is_retryable() || retry >= policy.max_retries {
-            return Err(error);
+            Err(error) => last = Some(error),
         }
-        let delay = policy.delay(retry);
-        if let Some(at) = deadline_at
-            && Instant::now() + delay >= at
-        {
-            tracing::debug!(%what, %error, "not retrying: the overall deadline would pass");
-            return Err(error);
-        }
-        tracing::debug!(%what, %error, retry = retry + 1, ?delay, "retrying after a transient error");
-        tokio::time::sleep(delay).await;
-        retry += 1;
     }
+}
+
+/// The error of a call whose overall deadline passed during attempt number
+/// `attempt` (1-based).
+pub(crate) fn overall_deadline_error(
+    what: &(dyn std::fmt::Display + Sync),
+    deadline: Option<Duration>,
+    attempt: u32,
+) -> Error {
+    Error::deadline_exceeded(format!(
+        "{what}: overall deadline of {:?} exceeded during attempt {attempt}",
+        deadline.unwrap_or_default(),
+    ))
 }
 
 /// A uniformly distributed number in `[0, 1)` from a per-thread xorshift

@@ -32,6 +32,11 @@ impl StreamId {
             return Err(Error::EmptyStreamId);
         }
         let bytes = id.as_bytes();
+        // The common case, a valid ID, without an early exit (so the loop
+        // compiles to vector compares); the error path finds the offender.
+        if bytes.iter().fold(true, |ok, &b| ok & b.is_ascii_graphic()) {
+            return Ok(());
+        }
         match bytes.iter().position(|b| !b.is_ascii_graphic()) {
             Some(index) => Err(Error::StreamIdCharacter {
                 index,
