@@ -152,7 +152,16 @@ pub fn state_from_wire(
     request: &RegisterRequest,
     response: proto::RegisterStreamResponse,
 ) -> Result<LogStreamState, Error> {
-    let response = check_register_response(response)?;
+    state_from_checked(request, check_register_response(response)?)
+}
+
+/// [`state_from_wire`] for a response that already passed
+/// [`check_register_response`] (in the retry layer). Still never panics: a
+/// response that did not pass is still an error here, only a less precise one.
+pub(crate) fn state_from_checked(
+    request: &RegisterRequest,
+    response: proto::RegisterStreamResponse,
+) -> Result<LogStreamState, Error> {
     let Some(state) = response.state else {
         return Err(bad_response("state", "missing stream state"));
     };

@@ -10,7 +10,7 @@ use coordinator_api::{
 
 use crate::batch::BatchingClient;
 use crate::client::{CallOptions, ServicesClient, SharedClient};
-use crate::convert::{register_to_wire, state_from_wire, terminate_to_wire};
+use crate::convert::{register_to_wire, state_from_checked, state_from_wire, terminate_to_wire};
 use crate::panic::CatchPanic;
 use crate::retry::RetryPolicy;
 
@@ -37,6 +37,10 @@ pub struct ServicesCoordinator<S = SharedClient> {
     client: S,
     batching: Option<BatchingClient>,
     retry: Option<RetryPolicy>,
+    /// The client is [`ServicesStack`](crate::ServicesStack)'s retry layer,
+    /// which already turns panics into errors and checks every answer: the
+    /// calls here then skip doing both a second time.
+    guarded: bool,
 }
 
 impl<S: ServicesClient> ServicesCoordinator<S> {
@@ -46,6 +50,7 @@ impl<S: ServicesClient> ServicesCoordinator<S> {
             client,
             batching: None,
             retry: None,
+            guarded: false,
         }
     }
 
@@ -89,6 +94,7 @@ impl<S: ServicesClient> ServicesCoordinator<S> {
         batching: Option<BatchingClient>,
         retry: Option<RetryPolicy>,
     ) -> Self {
+        self.guarded = retry.is_some();
         self.batching = batching;
         self.retry = retry;
         self
@@ -114,17 +120,27 @@ pub fn validate_register(request: &RegisterRequest) -> Result<(), Error> {
     Ok(())
 }
 
-/// `register_stream` over `client`.
+/// `register_stream` over `client`; `guarded`: the client contains panics
+/// and checks answers itself.
 pub(crate) fn register<'a, S: ServicesClient + ?Sized>(
     client: &'a S,
     request: &'a RegisterRequest,
     desc: &'a [u8],
+    guarded: bool,
 ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
     if let Err(error) = validate_register(request) {
         return CoordinatorFuture::ready(Err(error));
     }
+    let wire = register_to_wire(request, desc);
+    if guarded {
+        let call = client.register_stream(CallOptions::new(), wire);
+        return CoordinatorFuture::new(async move {
+            let response = call.await?;
+            state_from_checked(request, response).map(Arc::new)
+        });
+    }
     let call = CatchPanic::call("RegisterStream", || {
-        client.register_stream(CallOptions::new(), register_to_wire(request, desc))
+        client.register_stream(CallOptions::new(), wire)
     });
     CoordinatorFuture::new(async move {
         let response = call.await?;
@@ -132,13 +148,19 @@ pub(crate) fn register<'a, S: ServicesClient + ?Sized>(
     })
 }
 
-/// `terminate_stream` over `client`.
+/// `terminate_stream` over `client`; `guarded`: the client contains panics
+/// itself.
 pub(crate) fn terminate<'a, S: ServicesClient + ?Sized>(
     client: &'a S,
     request: &'a TerminateRequest,
+    guarded: bool,
 ) -> CoordinatorFuture<'a, Result<(), Error>> {
+    let wire = terminate_to_wire(request);
+    if guarded {
+        return client.terminate_stream(CallOptions::new(), wire);
+    }
     let call = CatchPanic::call("TerminateStream", || {
-        client.terminate_stream(CallOptions::new(), terminate_to_wire(request))
+        client.terminate_stream(CallOptions::new(), wire)
     });
     CoordinatorFuture::new(call)
 }
@@ -151,7 +173,7 @@ impl<S: ServicesClient> Coordinator for ServicesCoordinator<S> {
         request: &'a RegisterRequest,
         desc: &'a [u8],
     ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
-        register(&self.client, request, desc)
+        register(&self.client, request, desc, self.guarded)
     }
 
     /// Records the terminal index through the client.
@@ -159,6 +181,6 @@ impl<S: ServicesClient> Coordinator for ServicesCoordinator<S> {
         &'a self,
         request: &'a TerminateRequest,
     ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        terminate(&self.client, request)
+        terminate(&self.client, request, self.guarded)
     }
 }

@@ -395,6 +395,116 @@ async fn a_permanent_answer_is_not_retried() {
     assert_eq!(memory.calls.load(Ordering::SeqCst), 1);
 }
 
+/// Panics on its first `panics` calls, then answers registers with `answer`.
+struct Hostile {
+    panics: AtomicUsize,
+    answer: proto::RegisterStreamResponse,
+    calls: AtomicUsize,
+}
+
+impl ServicesClient for Hostile {
+    fn register_stream(
+        &self,
+        _: CallOptions,
+        _: proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("a transport bug");
+        }
+        CoordinatorFuture::ready(Ok(self.answer.clone()))
+    }
+
+    fn terminate_stream(
+        &self,
+        _: CallOptions,
+        _: proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'_, ()> {
+        panic!("a transport bug");
+    }
+
+    fn batch(
+        &self,
+        _: CallOptions,
+        _: proto::BatchRequest,
+    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        panic!("a transport bug");
+    }
+}
+
+fn hostile(panics: usize, id: &str) -> Arc<Hostile> {
+    Arc::new(Hostile {
+        panics: AtomicUsize::new(panics),
+        answer: proto::RegisterStreamResponse {
+            id: id.into(),
+            state: Some(proto::InternalLogStreamState {
+                proto_version: "1".into(),
+                secret: vec![4; 36],
+                terminal_index: -1,
+                archived: false,
+                purged: false,
+            }),
+            error: None,
+        },
+        calls: AtomicUsize::new(0),
+    })
+}
+
+const GOOD_ID: &str = "f53fe51cc97b9fbf00e69a388bfd079168d1e15c3fe708e44f049dc9688f52ad";
+
+/// The stack's coordinator leaves panics and answer checks to its retry
+/// layer: a panic is still a transient error (and retried), and a malformed
+/// answer is still refused, never kept.
+#[tokio::test(start_paused = true)]
+async fn the_stack_contains_panics_and_refuses_malformed_answers() {
+    // A panic, then a good answer: retried, then answered.
+    let client = hostile(1, GOOD_ID);
+    let coordinator = ServicesStack::new()
+        .retry(exact_retry(2))
+        .build(client.clone())
+        .unwrap();
+    let state = coordinator
+        .register_stream(&request("a"), b"desc")
+        .await
+        .unwrap();
+    assert_eq!(state.id.as_str(), GOOD_ID);
+    assert_eq!(client.calls.load(Ordering::SeqCst), 2);
+
+    // Only panics, no retries: a transient error that says so.
+    let client = hostile(usize::MAX, GOOD_ID);
+    let coordinator = ServicesStack::new()
+        .retry(RetryPolicy::none())
+        .build(client.clone())
+        .unwrap();
+    let e = coordinator
+        .register_stream(&request("a"), b"desc")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert!(e.is_transient() && e.to_string().contains("panicked"), "{e}");
+    let request_t = TerminateRequest::parse("proj", "pre/+/a", GOOD_ID, &[4; 36], 3).unwrap();
+    let e = coordinator.terminate_stream(&request_t).await.unwrap_err();
+    assert!(e.is_transient() && e.to_string().contains("panicked"), "{e}");
+
+    // An ID LogDog never issues (upper case): refused as malformed, retried,
+    // and the error names the field.
+    let client = hostile(0, &GOOD_ID.to_uppercase());
+    let coordinator = ServicesStack::new()
+        .retry(exact_retry(1))
+        .build(client.clone())
+        .unwrap();
+    let e = coordinator
+        .register_stream(&request("a"), b"desc")
+        .await
+        .unwrap_err();
+    assert!(e.is_transient() && e.to_string().contains("id"), "{e}");
+    assert_eq!(client.calls.load(Ordering::SeqCst), 2);
+}
+
 #[cfg(feature = "serde")]
 #[test]
 fn the_configuration_reads_from_json_with_readable_durations() {
