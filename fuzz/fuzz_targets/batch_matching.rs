@@ -266,35 +266,35 @@ impl ScriptedTransport {
 }
 
 impl ServicesClient for ScriptedTransport {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        _: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         self.unexpected("register_stream")
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        _: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         self.unexpected("terminate_stream")
     }
 
-    fn load_stream(
-        &self,
+    fn load_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::LoadStreamRequest,
-    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        _: &'a proto::LoadStreamRequest,
+    ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
         self.unexpected("load_stream")
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         let callers: Vec<Option<usize>> = request.req.iter().map(caller_of).collect();
         let bytes = request.encoded_len();
         let reply = self.script.lock().expect("script lock").pop_front();

@@ -527,38 +527,38 @@ impl CountedRpcs {
 }
 
 impl ServicesClient for CountedRpcs {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        request: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         self.count();
         self.inner.register_stream(options, request)
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        request: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         self.count();
         self.inner.terminate_stream(options, request)
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         self.count();
         self.inner.batch(options, request)
     }
 
-    fn load_stream(
-        &self,
+    fn load_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::LoadStreamRequest,
-    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        request: &'a proto::LoadStreamRequest,
+    ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
         self.inner.load_stream(options, request)
     }
 }
@@ -978,7 +978,7 @@ async fn verify(
                     desc: false,
                 };
                 let load = retry_transient(VERIFY_BACKOFF, retries, || {
-                    transport.load_stream(CallOptions::new(), request.clone())
+                    transport.load_stream(CallOptions::new(), &request)
                 });
                 match load.await {
                     Ok(response) => response.state.map(|state| {

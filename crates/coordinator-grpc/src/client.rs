@@ -22,7 +22,6 @@ use tower::util::BoxCloneSyncService;
 use crate::BuildError;
 use crate::convert::{ServiceError, error_from_status};
 use crate::proto::logdog as proto;
-use crate::proto::logdog::services_client::ServicesClient as TonicClient;
 use crate::sanitize::{sanitize_frame, strip_malformed_details};
 use http_body_util::BodyExt;
 
@@ -62,7 +61,7 @@ const MAX_MESSAGE_SIZE: usize = 32 * 1024 * 1024;
 /// Cheap to clone (clones share the channel).
 #[derive(Clone)]
 pub struct GrpcServices {
-    client: TonicClient<BoxedService>,
+    client: tonic::client::Grpc<BoxedService>,
     config: Arc<CallConfig>,
 }
 
@@ -106,7 +105,7 @@ impl GrpcServices {
         interceptor: Option<Interceptor>,
         max_message_size: usize,
     ) -> GrpcServices {
-        let client = TonicClient::new(service).max_encoding_message_size(max_message_size);
+        let client = tonic::client::Grpc::new(service).max_encoding_message_size(max_message_size);
         GrpcServices {
             client,
             config: Arc::new(CallConfig {
@@ -120,7 +119,7 @@ impl GrpcServices {
 
     /// A client for one call: the response limit is the smaller of the call's
     /// and this transport's.
-    fn client(&self, options: &CallOptions) -> TonicClient<BoxedService> {
+    fn client(&self, options: &CallOptions) -> tonic::client::Grpc<BoxedService> {
         let limit = options
             .max_response_size
             .map_or(self.config.max_message_size, |bytes| {
@@ -176,48 +175,137 @@ fn answer<R>(result: Result<tonic::Response<R>, tonic::Status>) -> Result<R, Err
         .map_err(|status| error_from_status(&status))
 }
 
+impl GrpcServices {
+    /// One unary call of `logdog.Services/{method}`: the message is encoded
+    /// once, from the borrowed request, and sent as it is.
+    async fn unary<M, R>(
+        &self,
+        options: &CallOptions,
+        method: &'static str,
+        path: &'static str,
+        message: &M,
+    ) -> Result<R, Error>
+    where
+        M: prost::Message,
+        R: prost::Message + Default + Send + 'static,
+    {
+        let encoded = Bytes::from(message.encode_to_vec());
+        let mut request = self.prepare(options, encoded).await?;
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("logdog.Services", method));
+        let mut client = self.client(options);
+        // As tonic's generated clients report it (a transport failure).
+        client.ready().await.map_err(|e| {
+            error_from_status(&tonic::Status::unknown(format!(
+                "Service was not ready: {e}"
+            )))
+        })?;
+        let path = http::uri::PathAndQuery::from_static(path);
+        answer(client.unary(request, path, Encoded::<R>::default()).await)
+    }
+}
+
+/// The codec of [`GrpcServices::unary`]: requests go out as the bytes
+/// already encoded, responses are decoded as `R` by prost.
+struct Encoded<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> Default for Encoded<R> {
+    fn default() -> Self {
+        Encoded(std::marker::PhantomData)
+    }
+}
+
+impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for Encoded<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = EncodedEncoder;
+    type Decoder = tonic_prost::ProstDecoder<R>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+/// Writes an already-encoded message.
+struct EncodedEncoder;
+
+impl tonic::codec::Encoder for EncodedEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put(item);
+        Ok(())
+    }
+}
+
 impl ServicesClient for GrpcServices {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        request: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request).await?;
-            answer(self.client(&options).register_stream(request).await)
+            self.unary(
+                &options,
+                "RegisterStream",
+                "/logdog.Services/RegisterStream",
+                request,
+            )
+            .await
         })
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        request: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request).await?;
-            answer(self.client(&options).terminate_stream(request).await)
+            self.unary::<_, ()>(
+                &options,
+                "TerminateStream",
+                "/logdog.Services/TerminateStream",
+                request,
+            )
+            .await
         })
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request).await?;
-            answer(self.client(&options).batch(request).await)
+            self.unary(&options, "Batch", "/logdog.Services/Batch", request)
+                .await
         })
     }
 
-    fn load_stream(
-        &self,
+    fn load_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::LoadStreamRequest,
-    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        request: &'a proto::LoadStreamRequest,
+    ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
         CoordinatorFuture::new(async move {
-            let request = self.prepare(&options, request).await?;
-            answer(self.client(&options).load_stream(request).await)
+            self.unary(
+                &options,
+                "LoadStream",
+                "/logdog.Services/LoadStream",
+                request,
+            )
+            .await
         })
     }
 }

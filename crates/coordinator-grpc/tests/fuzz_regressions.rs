@@ -96,27 +96,27 @@ fn a_status_with_code_ok_is_unknown() {
 struct EmptyErrorAnswers;
 
 impl ServicesClient for EmptyErrorAnswers {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        _: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         CoordinatorFuture::ready(Err(Error::unavailable("batches only")))
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        _: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         CoordinatorFuture::ready(Err(Error::unavailable("batches only")))
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         _: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         let mut response = proto::BatchResponse::decode(BATCH_WITH_EMPTY_ERROR).unwrap();
         // The same empty error for every entry of the batch.
         let entry = response.resp[0].clone();

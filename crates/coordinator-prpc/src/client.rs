@@ -116,7 +116,7 @@ impl PrpcServices {
         options: CallOptions,
         method: &str,
         (req_type, resp_type): (&str, &str),
-        request: Req,
+        request: &Req,
     ) -> Result<Resp, Error> {
         let inner = &*self.inner;
         let limit = options
@@ -140,8 +140,7 @@ impl PrpcServices {
         if let Some(source) = &inner.token_source {
             headers.insert(header::AUTHORIZATION, authorization(source.as_ref()).await?);
         }
-        let mut body = inner.codec.encode(req_type, &request)?;
-        drop(request);
+        let mut body = inner.codec.encode(req_type, request)?;
         if inner.gzip_threshold.is_some_and(|t| body.len() > t) {
             body = gzip(&body)?;
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -303,37 +302,37 @@ macro_rules! rpc {
 }
 
 impl ServicesClient for PrpcServices {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        request: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         rpc!(self, options, "RegisterStream",
             "RegisterStreamRequest" => "logdog.RegisterStreamResponse", request)
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        request: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         rpc!(self, options, "TerminateStream",
             "TerminateStreamRequest" => "google.protobuf.Empty", request)
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         rpc!(self, options, "Batch", "BatchRequest" => "logdog.BatchResponse", request)
     }
 
-    fn load_stream(
-        &self,
+    fn load_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::LoadStreamRequest,
-    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        request: &'a proto::LoadStreamRequest,
+    ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
         rpc!(self, options, "LoadStream",
             "LoadStreamRequest" => "logdog.LoadStreamResponse", request)
     }

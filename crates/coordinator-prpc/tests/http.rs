@@ -65,7 +65,7 @@ fn fast_retry() -> RetryPolicy {
 }
 
 async fn register(t: &PrpcServices) -> Result<proto::RegisterStreamResponse, Error> {
-    t.register_stream(CallOptions::new(), register_request())
+    t.register_stream(CallOptions::new(), &register_request())
         .await
 }
 
@@ -123,13 +123,13 @@ async fn the_code_header_decides_not_the_http_status() {
     assert_eq!((e.code(), e.message()), (Code::NotFound, "no such stream"));
     assert!(!e.is_transient());
     let e = t
-        .terminate_stream(CallOptions::new(), Default::default())
+        .terminate_stream(CallOptions::new(), &Default::default())
         .await
         .unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::Unavailable, "try later"));
     assert!(e.is_retryable());
     let e = t
-        .batch(CallOptions::new(), Default::default())
+        .batch(CallOptions::new(), &Default::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -277,7 +277,7 @@ async fn the_call_bound_narrows_the_clients_limit() {
     let e = t
         .register_stream(
             CallOptions::new().with_max_response_size(10),
-            register_request(),
+            &register_request(),
         )
         .await
         .unwrap_err();
@@ -303,7 +303,7 @@ async fn gzip_both_ways() {
     let mut big = register_request();
     big.desc = vec![b'd'; 64 * 1024];
     let resp = t
-        .register_stream(CallOptions::new(), big.clone())
+        .register_stream(CallOptions::new(), &big.clone())
         .await
         .unwrap();
     assert_eq!(resp, register_response(&[7; 36]));
@@ -318,7 +318,7 @@ async fn the_timeout_header_is_the_time_left() {
     let server = Server::start(echo).await;
     let t = transport(&server);
     let options = CallOptions::new().with_deadline(Instant::now() + Duration::from_secs(5));
-    t.register_stream(options, register_request())
+    t.register_stream(options, &register_request())
         .await
         .unwrap();
     let value = server.requests()[0]

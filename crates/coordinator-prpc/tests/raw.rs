@@ -36,7 +36,7 @@ fn transport(url: &str) -> PrpcServices {
 
 async fn register(url: &str) -> Error {
     transport(url)
-        .register_stream(CallOptions::new(), proto::RegisterStreamRequest::default())
+        .register_stream(CallOptions::new(), &proto::RegisterStreamRequest::default())
         .await
         .unwrap_err()
 }
@@ -91,7 +91,7 @@ async fn https_to_a_plain_http_server_is_transient_unavailable() {
     let t = PrpcCoordinator::builder().build_transport(&url).unwrap();
     assert!(t.base_url().starts_with("https://"));
     let e = t
-        .register_stream(CallOptions::new(), Default::default())
+        .register_stream(CallOptions::new(), &Default::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");

@@ -51,27 +51,27 @@ impl Instant {
 }
 
 impl ServicesClient for Instant {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        _: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         CoordinatorFuture::ready(Ok(self.answer.clone()))
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        _: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         CoordinatorFuture::ready(Ok(()))
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         _: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         use proto::batch_response::{Entry, entry::Value};
         let resp = request
             .req

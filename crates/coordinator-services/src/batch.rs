@@ -344,14 +344,17 @@ impl BatchingClient {
 impl ServicesClient for BatchingClient {
     /// Queues the request as an entry of the next batch and returns the
     /// server's answer to it.
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         _options: CallOptions,
-        request: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        request: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         CoordinatorFuture::new(async move {
             let answer = self
-                .submit(Kind::Register, RequestValue::RegisterStream(request))
+                .submit(
+                    Kind::Register,
+                    RequestValue::RegisterStream(request.clone()),
+                )
                 .await?;
             answer.ok_or_else(|| bad_response("resp", "no RegisterStream response"))
         })
@@ -359,33 +362,36 @@ impl ServicesClient for BatchingClient {
 
     /// Queues the request as an entry of the next batch and waits for its
     /// answer.
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         _options: CallOptions,
-        request: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        request: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         CoordinatorFuture::new(async move {
-            self.submit(Kind::Terminate, RequestValue::TerminateStream(request))
-                .await
-                .map(drop)
+            self.submit(
+                Kind::Terminate,
+                RequestValue::TerminateStream(request.clone()),
+            )
+            .await
+            .map(drop)
         })
     }
 
     /// Sent as it is through the inner client (not queued).
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         self.inner.batch(options, request)
     }
 
     /// Sent as it is through the inner client (not queued).
-    fn load_stream(
-        &self,
+    fn load_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::LoadStreamRequest,
-    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        request: &'a proto::LoadStreamRequest,
+    ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
         self.inner.load_stream(options, request)
     }
 }
@@ -700,12 +706,17 @@ async fn sleep_until(at: Option<Instant>) {
 /// Sends one batch and answers its entries; returns the entries to re-queue.
 async fn send_batch(
     transport: SharedClient,
-    batch: Vec<Pending>,
+    mut batch: Vec<Pending>,
     counters: Arc<Counters>,
     max_requeues: u32,
 ) -> Vec<Pending> {
-    let request = proto::BatchRequest {
-        req: batch.iter().map(|p| p.entry.clone()).collect(),
+    // The entries move into the request and, after the call, back into the
+    // entries the server left unanswered: nothing is copied.
+    let mut request = proto::BatchRequest {
+        req: batch
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.entry))
+            .collect(),
     };
     let len = batch.len();
     Counters::add(&counters.batches_sent, 1);
@@ -716,8 +727,12 @@ async fn send_batch(
     tracing::trace!(entries = len, "sending a batch");
 
     let options = CallOptions::new().with_max_response_size(response_size_limit(len));
-    let call = CatchPanic::call("the Batch call", || transport.batch(options, request));
-    let response = match call.await {
+    let call = CatchPanic::call("the Batch call", || transport.batch(options, &request));
+    let response = call.await;
+    for (pending, entry) in batch.iter_mut().zip(request.req.drain(..)) {
+        pending.entry = entry;
+    }
+    let response = match response {
         Ok(response) => response,
         Err(error) => {
             Counters::add(&counters.failed_batches, 1);
@@ -799,27 +814,27 @@ mod tests {
     type BatchResult = Result<proto::BatchResponse, Error>;
 
     impl ServicesClient for ScriptedTransport {
-        fn register_stream(
-            &self,
+        fn register_stream<'a>(
+            &'a self,
             _: CallOptions,
-            _: proto::RegisterStreamRequest,
-        ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+            _: &'a proto::RegisterStreamRequest,
+        ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
             unreachable!("the batching client sends only batches")
         }
 
-        fn terminate_stream(
-            &self,
+        fn terminate_stream<'a>(
+            &'a self,
             _: CallOptions,
-            _: proto::TerminateStreamRequest,
-        ) -> ServicesFuture<'_, ()> {
+            _: &'a proto::TerminateStreamRequest,
+        ) -> ServicesFuture<'a, ()> {
             unreachable!("the batching client sends only batches")
         }
 
-        fn batch(
-            &self,
+        fn batch<'a>(
+            &'a self,
             options: CallOptions,
-            request: proto::BatchRequest,
-        ) -> ServicesFuture<'_, proto::BatchResponse> {
+            request: &'a proto::BatchRequest,
+        ) -> ServicesFuture<'a, proto::BatchResponse> {
             assert_eq!(
                 options.max_response_size,
                 Some(response_size_limit(request.req.len())),
@@ -829,7 +844,7 @@ mod tests {
                 panic!("transport bug");
             }
             let (tx, rx) = oneshot::channel();
-            let sent = self.batches.send((request, tx));
+            let sent = self.batches.send((request.clone(), tx));
             CoordinatorFuture::new(async move {
                 if sent.is_err() {
                     return Err(Error::unavailable("test transport gone"));

@@ -82,37 +82,42 @@ impl CallOptions {
 ///   the call's timeout, and a response larger than `max_response_size` is
 ///   refused without being buffered.
 ///
+/// Requests are borrowed for the call: a retry layer sends the same request
+/// again without copying it, and a transport that encodes from a reference
+/// (as both of ours do) never copies it at all. An implementation that needs
+/// the message owned clones it.
+///
 /// The trait is object-safe: `Arc<dyn ServicesClient>` is a `ServicesClient`.
 /// `load_stream` has a default implementation that answers `Unimplemented`.
 pub trait ServicesClient: Send + Sync {
     /// One `RegisterStream` call.
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse>;
+        request: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse>;
 
     /// One `TerminateStream` call (the response is `google.protobuf.Empty`).
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()>;
+        request: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()>;
 
     /// One `Batch` call.
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse>;
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse>;
 
     /// One `LoadStream` call. The default answers a permanent `Unimplemented`
     /// error.
-    fn load_stream(
-        &self,
+    fn load_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::LoadStreamRequest,
-    ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+        request: &'a proto::LoadStreamRequest,
+    ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
         let _ = (options, request);
         CoordinatorFuture::ready(Err(Error::new(
             coordinator_api::Code::Unimplemented,
@@ -124,35 +129,35 @@ pub trait ServicesClient: Send + Sync {
 macro_rules! forward {
     ($($ty:ty),*) => {$(
         impl<T: ServicesClient + ?Sized> ServicesClient for $ty {
-            fn register_stream(
-                &self,
+            fn register_stream<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::RegisterStreamRequest,
-            ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+                request: &'a proto::RegisterStreamRequest,
+            ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
                 (**self).register_stream(options, request)
             }
 
-            fn terminate_stream(
-                &self,
+            fn terminate_stream<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::TerminateStreamRequest,
-            ) -> ServicesFuture<'_, ()> {
+                request: &'a proto::TerminateStreamRequest,
+            ) -> ServicesFuture<'a, ()> {
                 (**self).terminate_stream(options, request)
             }
 
-            fn batch(
-                &self,
+            fn batch<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::BatchRequest,
-            ) -> ServicesFuture<'_, proto::BatchResponse> {
+                request: &'a proto::BatchRequest,
+            ) -> ServicesFuture<'a, proto::BatchResponse> {
                 (**self).batch(options, request)
             }
 
-            fn load_stream(
-                &self,
+            fn load_stream<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::LoadStreamRequest,
-            ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+                request: &'a proto::LoadStreamRequest,
+            ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
                 (**self).load_stream(options, request)
             }
         }

@@ -132,17 +132,14 @@ pub(crate) fn register<'a, S: ServicesClient + ?Sized>(
         return CoordinatorFuture::ready(Err(error));
     }
     let wire = register_to_wire(request, desc);
-    if guarded {
-        let call = client.register_stream(CallOptions::new(), wire);
-        return CoordinatorFuture::new(async move {
-            let response = call.await?;
-            state_from_checked(request, response).map(Arc::new)
-        });
-    }
-    let call = CatchPanic::call("RegisterStream", || {
-        client.register_stream(CallOptions::new(), wire)
-    });
     CoordinatorFuture::new(async move {
+        if guarded {
+            let response = client.register_stream(CallOptions::new(), &wire).await?;
+            return state_from_checked(request, response).map(Arc::new);
+        }
+        let call = CatchPanic::call("RegisterStream", || {
+            client.register_stream(CallOptions::new(), &wire)
+        });
         let response = call.await?;
         state_from_wire(request, response).map(Arc::new)
     })
@@ -156,13 +153,15 @@ pub(crate) fn terminate<'a, S: ServicesClient + ?Sized>(
     guarded: bool,
 ) -> CoordinatorFuture<'a, Result<(), Error>> {
     let wire = terminate_to_wire(request);
-    if guarded {
-        return client.terminate_stream(CallOptions::new(), wire);
-    }
-    let call = CatchPanic::call("TerminateStream", || {
-        client.terminate_stream(CallOptions::new(), wire)
-    });
-    CoordinatorFuture::new(call)
+    CoordinatorFuture::new(async move {
+        if guarded {
+            return client.terminate_stream(CallOptions::new(), &wire).await;
+        }
+        CatchPanic::call("TerminateStream", || {
+            client.terminate_stream(CallOptions::new(), &wire)
+        })
+        .await
+    })
 }
 
 impl<S: ServicesClient> Coordinator for ServicesCoordinator<S> {

@@ -21,46 +21,46 @@ use crate::retry::{RetryPolicy, overall_deadline_error, retry_after};
 
 /// One RPC of the inner client, as a function of the call's options and
 /// request.
-type Call<'a, S, Req, T> = fn(&'a S, CallOptions, Req) -> ServicesFuture<'a, T>;
+type Call<'a, S, Req, T> = fn(&'a S, CallOptions, &'a Req) -> ServicesFuture<'a, T>;
 
 /// Implements [`ServicesClient`] for a layer type through its `around` method,
 /// which runs one call of the inner client (given as a [`Call`]).
 macro_rules! layer_client {
     ($ty:ident) => {
         impl<S: ServicesClient> ServicesClient for $ty<S> {
-            fn register_stream(
-                &self,
+            fn register_stream<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::RegisterStreamRequest,
-            ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+                request: &'a proto::RegisterStreamRequest,
+            ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
                 self.around("RegisterStream", options, request, |inner, o, r| {
                     inner.register_stream(o, r)
                 })
             }
 
-            fn terminate_stream(
-                &self,
+            fn terminate_stream<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::TerminateStreamRequest,
-            ) -> ServicesFuture<'_, ()> {
+                request: &'a proto::TerminateStreamRequest,
+            ) -> ServicesFuture<'a, ()> {
                 self.around("TerminateStream", options, request, |inner, o, r| {
                     inner.terminate_stream(o, r)
                 })
             }
 
-            fn batch(
-                &self,
+            fn batch<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::BatchRequest,
-            ) -> ServicesFuture<'_, proto::BatchResponse> {
+                request: &'a proto::BatchRequest,
+            ) -> ServicesFuture<'a, proto::BatchResponse> {
                 self.around("Batch", options, request, |inner, o, r| inner.batch(o, r))
             }
 
-            fn load_stream(
-                &self,
+            fn load_stream<'a>(
+                &'a self,
                 options: CallOptions,
-                request: proto::LoadStreamRequest,
-            ) -> ServicesFuture<'_, proto::LoadStreamResponse> {
+                request: &'a proto::LoadStreamRequest,
+            ) -> ServicesFuture<'a, proto::LoadStreamResponse> {
                 self.around("LoadStream", options, request, |inner, o, r| {
                     inner.load_stream(o, r)
                 })
@@ -72,8 +72,8 @@ macro_rules! layer_client {
 /// Retries transient failures of the inner client per a [`RetryPolicy`],
 /// within an optional overall deadline per call.
 ///
-/// - Each attempt gets a clone of the request and the call's options with the
-///   overall deadline applied, so the transport sends the time left.
+/// - Each attempt sends the same (borrowed) request, with the call's options
+///   and the overall deadline applied, so the transport sends the time left.
 /// - Only [retryable](Error::is_retryable) errors are retried; after the last
 ///   retry the last error is returned (still transient).
 /// - A `RegisterStream` response whose own `error` field is set is that error,
@@ -125,11 +125,11 @@ impl<S> Retry<S> {
         &'a self,
         what: &'static str,
         options: CallOptions,
-        request: Req,
+        request: &'a Req,
         call: Call<'a, S, Req, T>,
     ) -> ServicesFuture<'a, T>
     where
-        Req: Clone + Send + Sync + 'a,
+        Req: Sync + 'a,
         T: Checked + Send + 'a,
         S: ServicesClient,
     {
@@ -139,22 +139,8 @@ impl<S> Retry<S> {
                 Some(at) => options.with_deadline(at),
                 None => options,
             };
-            // Without retries there is one attempt: it takes the request itself.
-            let single = self.policy.max_retries == 0;
-            let mut request = Some(request);
-            let mut attempt = move || {
-                let attempt = match if single {
-                    request.take()
-                } else {
-                    request.clone()
-                } {
-                    Some(request) => CatchPanic::call(what, || call(&self.inner, options, request)),
-                    // Unreachable: a policy without retries makes one attempt.
-                    None => CatchPanic::new(
-                        what,
-                        CoordinatorFuture::ready(Err(Error::internal("no request left to retry"))),
-                    ),
-                };
+            let attempt = move || {
+                let attempt = CatchPanic::call(what, || call(&self.inner, options, request));
                 async move { attempt.await.and_then(T::check) }
             };
             // The first attempt runs inline; the retry loop, with its backoff
@@ -240,11 +226,11 @@ impl<S> AttemptTimeout<S> {
         &'a self,
         what: &'static str,
         options: CallOptions,
-        request: Req,
+        request: &'a Req,
         call: Call<'a, S, Req, T>,
     ) -> ServicesFuture<'a, T>
     where
-        Req: Send + 'a,
+        Req: Sync + 'a,
         T: Send + 'a,
         S: ServicesClient,
     {
@@ -306,11 +292,11 @@ impl<S> ConcurrencyLimit<S> {
         &'a self,
         _what: &'static str,
         options: CallOptions,
-        request: Req,
+        request: &'a Req,
         call: Call<'a, S, Req, T>,
     ) -> ServicesFuture<'a, T>
     where
-        Req: Send + 'a,
+        Req: Sync + 'a,
         T: Send + 'a,
         S: ServicesClient,
     {
@@ -363,31 +349,31 @@ mod tests {
     }
 
     impl ServicesClient for Script {
-        fn register_stream(
-            &self,
+        fn register_stream<'a>(
+            &'a self,
             _: CallOptions,
-            _: proto::RegisterStreamRequest,
-        ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+            _: &'a proto::RegisterStreamRequest,
+        ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
             CoordinatorFuture::ready(Err(Error::internal("not scripted")))
         }
 
-        fn terminate_stream(
-            &self,
+        fn terminate_stream<'a>(
+            &'a self,
             _: CallOptions,
-            request: proto::TerminateStreamRequest,
-        ) -> ServicesFuture<'_, ()> {
-            self.seen.lock().push(request);
+            request: &'a proto::TerminateStreamRequest,
+        ) -> ServicesFuture<'a, ()> {
+            self.seen.lock().push(request.clone());
             match self.answers.lock().pop_front().flatten() {
                 Some(result) => CoordinatorFuture::ready(result),
                 None => CoordinatorFuture::new(std::future::pending()),
             }
         }
 
-        fn batch(
-            &self,
+        fn batch<'a>(
+            &'a self,
             _: CallOptions,
-            _: proto::BatchRequest,
-        ) -> ServicesFuture<'_, proto::BatchResponse> {
+            _: &'a proto::BatchRequest,
+        ) -> ServicesFuture<'a, proto::BatchResponse> {
             CoordinatorFuture::ready(Err(Error::internal("not scripted")))
         }
     }
@@ -417,7 +403,7 @@ mod tests {
         let retry = Retry::new(Script::new([unavailable(), Some(Ok(()))]), policy(3));
         let started = Instant::now();
         retry
-            .terminate_stream(CallOptions::new(), request())
+            .terminate_stream(CallOptions::new(), &request())
             .await
             .unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(1));
@@ -428,7 +414,7 @@ mod tests {
     async fn without_retries_one_attempt_is_made() {
         let retry = Retry::new(Script::new([unavailable(), Some(Ok(()))]), policy(0));
         let error = retry
-            .terminate_stream(CallOptions::new(), request())
+            .terminate_stream(CallOptions::new(), &request())
             .await
             .unwrap_err();
         assert_eq!(error.code(), Code::Unavailable);
@@ -441,7 +427,7 @@ mod tests {
             Retry::new(Script::new([None]), policy(3)).with_deadline(Duration::from_secs(5));
         let started = Instant::now();
         let error = retry
-            .terminate_stream(CallOptions::new(), request())
+            .terminate_stream(CallOptions::new(), &request())
             .await
             .unwrap_err();
         assert_eq!(started.elapsed(), Duration::from_secs(5));
@@ -455,7 +441,7 @@ mod tests {
             .with_deadline(Duration::from_secs(5));
         let started = Instant::now();
         let error = retry
-            .terminate_stream(CallOptions::new(), request())
+            .terminate_stream(CallOptions::new(), &request())
             .await
             .unwrap_err();
         assert_eq!(started.elapsed(), Duration::from_secs(5));
@@ -471,7 +457,7 @@ mod tests {
         );
         let started = Instant::now();
         let error = retry
-            .terminate_stream(CallOptions::new(), request())
+            .terminate_stream(CallOptions::new(), &request())
             .await
             .unwrap_err();
         assert_eq!(error.code(), Code::InvalidArgument);

@@ -43,23 +43,24 @@
 //! struct Toy { batches: AtomicU32 }
 //!
 //! impl ServicesClient for Toy {
-//!     fn register_stream(&self, _: CallOptions, _: proto::RegisterStreamRequest)
-//!         -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+//!     fn register_stream<'a>(&'a self, _: CallOptions, _: &'a proto::RegisterStreamRequest)
+//!         -> ServicesFuture<'a, proto::RegisterStreamResponse> {
 //!         CoordinatorFuture::ready(Err(Error::unavailable("only batches here")))
 //!     }
-//!     fn terminate_stream(&self, _: CallOptions, _: proto::TerminateStreamRequest)
-//!         -> ServicesFuture<'_, ()> {
+//!     fn terminate_stream<'a>(&'a self, _: CallOptions, _: &'a proto::TerminateStreamRequest)
+//!         -> ServicesFuture<'a, ()> {
 //!         CoordinatorFuture::ready(Err(Error::unavailable("only batches here")))
 //!     }
-//!     fn batch(&self, _: CallOptions, batch: proto::BatchRequest)
-//!         -> ServicesFuture<'_, proto::BatchResponse> {
+//!     fn batch<'a>(&'a self, _: CallOptions, batch: &'a proto::BatchRequest)
+//!         -> ServicesFuture<'a, proto::BatchResponse> {
 //!         if self.batches.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
 //!             return CoordinatorFuture::ready(Err(Error::unavailable("flaky")));
 //!         }
-//!         let resp = batch.req.into_iter().enumerate().map(|(i, entry)| {
-//!             let Some(Request::RegisterStream(r)) = entry.value else { unreachable!() };
+//!         let resp = batch.req.iter().enumerate().map(|(i, entry)| {
+//!             let Some(Request::RegisterStream(r)) = &entry.value else { unreachable!() };
 //!             let state = proto::InternalLogStreamState {
-//!                 proto_version: r.proto_version, secret: r.secret, terminal_index: -1,
+//!                 proto_version: r.proto_version.clone(), secret: r.secret.clone(),
+//!                 terminal_index: -1,
 //!                 ..Default::default()
 //!             };
 //!             let id = StreamId::for_path(&"toy/+/stream".parse().unwrap()).to_string();

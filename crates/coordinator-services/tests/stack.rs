@@ -125,27 +125,27 @@ impl Memory {
 }
 
 impl ServicesClient for Memory {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
-        self.call(options, move |m| Ok(m.register(&request)))
+        request: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
+        self.call(options, move |m| Ok(m.register(request)))
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
-        self.call(options, move |m| m.terminate(&request))
+        request: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
+        self.call(options, move |m| m.terminate(request))
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         options: CallOptions,
-        request: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        request: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         self.call(options, move |m| {
             let (drop_every, shuffle) = {
                 let mut s = m.script.lock();
@@ -403,11 +403,11 @@ struct Hostile {
 }
 
 impl ServicesClient for Hostile {
-    fn register_stream(
-        &self,
+    fn register_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::RegisterStreamRequest,
-    ) -> ServicesFuture<'_, proto::RegisterStreamResponse> {
+        _: &'a proto::RegisterStreamRequest,
+    ) -> ServicesFuture<'a, proto::RegisterStreamResponse> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self
             .panics
@@ -419,19 +419,19 @@ impl ServicesClient for Hostile {
         CoordinatorFuture::ready(Ok(self.answer.clone()))
     }
 
-    fn terminate_stream(
-        &self,
+    fn terminate_stream<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::TerminateStreamRequest,
-    ) -> ServicesFuture<'_, ()> {
+        _: &'a proto::TerminateStreamRequest,
+    ) -> ServicesFuture<'a, ()> {
         panic!("a transport bug");
     }
 
-    fn batch(
-        &self,
+    fn batch<'a>(
+        &'a self,
         _: CallOptions,
-        _: proto::BatchRequest,
-    ) -> ServicesFuture<'_, proto::BatchResponse> {
+        _: &'a proto::BatchRequest,
+    ) -> ServicesFuture<'a, proto::BatchResponse> {
         panic!("a transport bug");
     }
 }
@@ -485,10 +485,16 @@ async fn the_stack_contains_panics_and_refuses_malformed_answers() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Internal);
-    assert!(e.is_transient() && e.to_string().contains("panicked"), "{e}");
+    assert!(
+        e.is_transient() && e.to_string().contains("panicked"),
+        "{e}"
+    );
     let request_t = TerminateRequest::parse("proj", "pre/+/a", GOOD_ID, &[4; 36], 3).unwrap();
     let e = coordinator.terminate_stream(&request_t).await.unwrap_err();
-    assert!(e.is_transient() && e.to_string().contains("panicked"), "{e}");
+    assert!(
+        e.is_transient() && e.to_string().contains("panicked"),
+        "{e}"
+    );
 
     // An ID LogDog never issues (upper case): refused as malformed, retried,
     // and the error names the field.
