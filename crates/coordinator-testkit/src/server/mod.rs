@@ -98,9 +98,8 @@ use coordinator_grpc::proto::logdog::{
     LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest, RegisterStreamResponse,
     TerminateStreamRequest, batch_request, batch_response,
 };
-use coordinator_grpc::proto::logpb::{LogStreamDescriptor, StreamType};
+use coordinator_grpc::proto::logpb::LogStreamDescriptor;
 use parking_lot::Mutex;
-use prost::Message;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -109,6 +108,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+pub use coordinator_services::descriptor::DescriptorBuilder;
 pub use faults::{BatchOrder, CallCounts, Faults, RpcKind};
 pub use scripted::ScriptedServices;
 pub use state::StoredStream;
@@ -121,29 +121,27 @@ use state::Registry;
 /// so that the same path always gives the same descriptor bytes).
 pub const DESCRIPTOR_TIMESTAMP_SECONDS: i64 = 1_700_000_000;
 
+/// The [`DescriptorBuilder`] of every [`descriptor_message`]: `path`'s
+/// prefix and name, a TEXT stream of content type `text/plain`, timestamp
+/// [`DESCRIPTOR_TIMESTAMP_SECONDS`], no tags. Change it for other valid
+/// descriptors.
+pub fn descriptor_builder(path: &StreamPath) -> DescriptorBuilder {
+    DescriptorBuilder::for_path(path).timestamp(
+        std::time::UNIX_EPOCH + Duration::from_secs(DESCRIPTOR_TIMESTAMP_SECONDS.unsigned_abs()),
+    )
+}
+
 /// A `logpb.LogStreamDescriptor` for `path` that passes the server's
-/// validation: its prefix and name, a TEXT stream of content type `text/plain`,
-/// timestamp [`DESCRIPTOR_TIMESTAMP_SECONDS`], no tags. Tests of invalid
+/// validation: [`descriptor_builder`]`(path).build()`. Tests of invalid
 /// descriptors change fields of it.
 pub fn descriptor_message(path: &StreamPath) -> LogStreamDescriptor {
-    let (prefix, name) = path.split();
-    LogStreamDescriptor {
-        prefix: prefix.to_owned(),
-        name: name.to_owned(),
-        stream_type: StreamType::Text as i32,
-        content_type: "text/plain".to_owned(),
-        timestamp: Some(prost_types::Timestamp {
-            seconds: DESCRIPTOR_TIMESTAMP_SECONDS,
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
+    descriptor_builder(path).build()
 }
 
 /// [`descriptor_message`]`(path)` serialized, as `RegisterStreamRequest.desc`
-/// expects.
+/// expects (the same bytes for the same path).
 pub fn descriptor(path: &StreamPath) -> Vec<u8> {
-    descriptor_message(path).encode_to_vec()
+    descriptor_builder(path).to_bytes()
 }
 
 /// A valid `RegisterStreamRequest` for `path` in `project`: protocol version
