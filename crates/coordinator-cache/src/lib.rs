@@ -42,6 +42,12 @@
 //! | `coordinator_cache_invalidations_total` | counter | [`CacheStats::invalidations`] |
 //! | `coordinator_cache_entries` | gauge | [`CacheStats::entries`] |
 //!
+//! # Configuration
+//!
+//! [`CacheConfig`] holds the settings as plain data; with the `serde` feature
+//! it deserializes from a configuration file, durations human-readable:
+//! `{"capacity": 100000, "expiration": "5m", "error_expiration": "30s"}`.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -74,6 +80,7 @@ use std::time::Duration;
 
 mod builder;
 mod cache;
+mod config;
 mod flight;
 mod interleave;
 #[cfg(test)]
@@ -83,6 +90,7 @@ mod table;
 
 pub use builder::CacheBuilder;
 pub use cache::CachedCoordinator;
+pub use config::CacheConfig;
 pub use stats::CacheStats;
 
 /// The default bound on the number of entries: 1,048,576.
