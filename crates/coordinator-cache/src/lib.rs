@@ -42,6 +42,13 @@
 //! | `coordinator_cache_invalidations_total` | counter | [`CacheStats::invalidations`] |
 //! | `coordinator_cache_entries` | gauge | [`CacheStats::entries`] |
 //!
+//! To export them, a binary installs a recorder (for Prometheus,
+//! `metrics-exporter-prometheus`; `fake-coordinator` and `cargo xtask demo`
+//! do so with `--metrics-addr`) **before** building the cache, and may call
+//! [`CachedCoordinator::spawn_metrics_publisher`] so that the hit count a
+//! scrape reads is never more than a period behind. This crate depends on the
+//! `metrics` facade only, never on an exporter.
+//!
 //! # Configuration
 //!
 //! [`CacheConfig`] holds the settings as plain data; with the `serde` feature
