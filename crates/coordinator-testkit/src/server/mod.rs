@@ -107,6 +107,7 @@ use tokio::time::Instant;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use tonic_health::server::HealthReporter;
 
 pub use coordinator_services::descriptor::DescriptorBuilder;
 pub use faults::{BatchOrder, CallCounts, Faults, RpcKind};
@@ -761,7 +762,7 @@ impl FakeServicesServerBuilder {
         let channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
             .connect_lazy();
-        let running = Running::spawn(&service, listener, prpc_listener);
+        let running = Running::spawn(&service, listener, prpc_listener).await?;
         Ok(FakeServer {
             service,
             addr,
@@ -791,17 +792,40 @@ struct Running {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     prpc: PrpcServing,
+    health: HealthReporter,
 }
 
 impl Running {
-    fn spawn(
+    /// Serves `service` on both listeners: `logdog.Services` over pRPC, and over
+    /// gRPC with health checking (`logdog.Services` and the server, `""`,
+    /// SERVING) and reflection (v1 and v1alpha) of the checked-in descriptor
+    /// set.
+    async fn spawn(
         service: &FakeServicesServer,
         listener: TcpListener,
         prpc_listener: TcpListener,
-    ) -> Self {
+    ) -> io::Result<Self> {
         service.shared.faults.set_stopping(false);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ServicesServer<FakeServicesServer>>()
+            .await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(
+                coordinator_services::proto::FILE_DESCRIPTOR_SET,
+            )
+        };
+        let invalid = |e: tonic_reflection::server::Error| {
+            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+        };
+        let reflection_v1 = reflection().build_v1().map_err(invalid)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(invalid)?;
         let (shutdown, signal) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder().add_service(service.service());
+        let router = tonic::transport::Server::builder()
+            .add_service(service.service())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
         // TCP_NODELAY: without it, concurrent calls on loopback pay ~40 ms of
         // Nagle + delayed-ACK stalls.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -810,11 +834,12 @@ impl Running {
             let _ = signal.await;
         }));
         let prpc = PrpcServing::spawn(service, prpc_listener);
-        Running {
+        Ok(Running {
             shutdown,
             task,
             prpc,
-        }
+            health,
+        })
     }
 }
 
@@ -977,7 +1002,7 @@ impl FakeServer {
         }
         let listener = bind(self.addr)?;
         let prpc_listener = bind(self.prpc_addr)?;
-        self.running = Some(Running::spawn(&self.service, listener, prpc_listener));
+        self.running = Some(Running::spawn(&self.service, listener, prpc_listener).await?);
         Ok(())
     }
 
@@ -990,6 +1015,15 @@ impl FakeServer {
         let Some(running) = self.running.take() else {
             return;
         };
+        // Health checks see the server going away before its listeners do.
+        running
+            .health
+            .set_not_serving::<ServicesServer<FakeServicesServer>>()
+            .await;
+        running
+            .health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         self.service.faults().set_stopping(true);
         let _ = running.shutdown.send(());
         let (grpc, ()) = tokio::join!(running.task, running.prpc.stop());
