@@ -23,6 +23,7 @@ pub use mock::MockCoordinator;
 #[cfg(feature = "server")]
 pub use server::{
     BatchOrder, CallCounts, DESCRIPTOR_TIMESTAMP_SECONDS, DescriptorBuilder, FakeServer,
-    FakeServicesServer, FakeServicesServerBuilder, Faults, RpcKind, ScriptedServices, StoredStream,
-    descriptor, descriptor_builder, descriptor_message, register_request, terminate_request,
+    FakeServicesServer, FakeServicesServerBuilder, Faults, PrefixDump, RpcKind, ScriptedServices,
+    StateDump, StoredStream, StreamDump, descriptor, descriptor_builder, descriptor_message,
+    register_request, terminate_request,
 };

@@ -1,5 +1,6 @@
-//! The `fake-coordinator` binary: `--print-descriptor`, and a JSON pRPC call
-//! with a required token against a running instance.
+//! The `fake-coordinator` binary: `--print-descriptor`, a JSON pRPC call with
+//! a required token against a running instance, and the graceful shutdown on
+//! SIGTERM with `--dump-on-exit`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -109,4 +110,137 @@ async fn serves_prpc_json_with_a_required_token() {
     let (status, text) = call(Some("Bearer t0ken"), body_for(&expired)).await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("has expired"), "{text}");
+}
+
+/// The binary started with `args` and the prefix `chromium:builds/1` (secret
+/// [`SECRET_HEX`]): its stdout after the startup lines and its gRPC URL.
+struct Started {
+    child: Killed,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    grpc: String,
+}
+
+fn start(args: &[&str]) -> Started {
+    let prefix = format!("chromium:builds/1:{SECRET_HEX}");
+    let mut child = Killed(
+        Command::new(BIN)
+            .args(["--prefix", &prefix])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut startup = Vec::new();
+    // Up to the prefix line, the last one printed on startup.
+    loop {
+        let line = stdout.next().unwrap().unwrap();
+        let done = line.starts_with("prefix ");
+        startup.push(line);
+        if done {
+            break;
+        }
+    }
+    let grpc = startup[0].strip_prefix("listening on ").unwrap().to_owned();
+    Started {
+        child,
+        stdout,
+        grpc,
+    }
+}
+
+impl Started {
+    /// Registers `path` (terminated at `terminal` if given) over gRPC.
+    async fn register(&self, path: &str, terminal: Option<u32>) {
+        use coordinator_grpc::proto::logdog::services_client::ServicesClient;
+        let mut client = ServicesClient::connect(self.grpc.clone()).await.unwrap();
+        let secret =
+            coordinator_api::PrefixSecret::from_bytes(&hex::decode(SECRET_HEX).unwrap()).unwrap();
+        let req = coordinator_testkit::register_request(
+            &"chromium".parse().unwrap(),
+            &path.parse().unwrap(),
+            &secret,
+            terminal.map(coordinator_api::MessageIndex::from),
+        );
+        client.register_stream(req).await.unwrap();
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) with `kill`, and waits for a successful
+    /// exit; returns the rest of stdout. (Blocks: a test calling it runs on a
+    /// multi-threaded runtime, so that its clients' connections still close.)
+    fn stop(mut self, signal: &str) -> Vec<String> {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.0.wait().unwrap();
+        assert!(exit.success(), "{exit:?}");
+        self.stdout.by_ref().map(Result::unwrap).collect()
+    }
+}
+
+/// SIGTERM: a graceful shutdown, then the state as JSON in the
+/// `--dump-on-exit` file, every stream in it, no secret, exit status 0.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_and_dumps_the_state_without_secrets() {
+    use coordinator_testkit::StateDump;
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join(format!("fake-coordinator-dump-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let server = start(&["--dump-on-exit", file.to_str().unwrap()]);
+    server.register("builds/1/+/stdout", None).await;
+    server.register("builds/1/+/stderr", Some(41)).await;
+    server.register("builds/1/+/stdout", None).await;
+
+    let rest = server.stop("TERM");
+    assert!(
+        rest.iter()
+            .any(|l| l == &format!("state written to {}", file.display())),
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.starts_with("stopped after 3 RPCs")),
+        "{rest:?}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let dump: StateDump = serde_json::from_str(&text).unwrap();
+    let paths: Vec<(&str, Option<u64>, u64)> = dump
+        .streams
+        .iter()
+        .map(|s| (s.path.as_str(), s.terminal_index, s.registrations))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("builds/1/+/stderr", Some(41), 1),
+            ("builds/1/+/stdout", None, 2)
+        ]
+    );
+    assert_eq!(dump.streams[0].project, "chromium");
+    assert_eq!(
+        (
+            dump.streams[0].prefix.as_str(),
+            dump.streams[0].name.as_str()
+        ),
+        ("builds/1", "stderr")
+    );
+    assert_eq!(dump.streams[0].proto_version, "1");
+    assert_eq!(dump.prefixes.len(), 1);
+    assert_eq!(dump.calls.register, 3);
+
+    let secret = hex::decode(SECRET_HEX).unwrap();
+    for form in [
+        SECRET_HEX.to_owned(),
+        SECRET_HEX.to_uppercase(),
+        STANDARD.encode(&secret),
+        format!("{secret:?}"),
+    ] {
+        assert!(!text.contains(&form), "the dump holds the secret as {form}");
+    }
+    assert!(!text.contains("secret"), "{text}");
 }

@@ -46,7 +46,8 @@ impl RpcKind {
 /// Every RPC that reached the service is counted, including the ones that failed
 /// (injected faults, invalid requests). Counts survive
 /// [`restart`](super::FakeServer::restart) and [`Faults::clear`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct CallCounts {
     /// `RegisterStream` RPCs.

@@ -112,7 +112,7 @@ use tonic_health::server::HealthReporter;
 pub use coordinator_services::descriptor::DescriptorBuilder;
 pub use faults::{BatchOrder, CallCounts, Faults, RpcKind};
 pub use scripted::ScriptedServices;
-pub use state::StoredStream;
+pub use state::{PrefixDump, StateDump, StoredStream, StreamDump};
 
 use faults::{Counters, EntryKind, EntryPlan, INJECTED, Stopped};
 use prpc::PrpcServing;
@@ -361,6 +361,16 @@ impl FakeServicesServer {
     ) -> bool {
         let mut registry = self.shared.registry.lock();
         registry.stream_mut(project, path).map(update).is_some()
+    }
+
+    /// The state as data: prefixes (with their expiry), streams (path, ID,
+    /// protocol version, terminal index, archival flags, registration time,
+    /// counts) and the call counts; **never a secret**. Serialize it (e.g. with
+    /// `serde_json`) to keep or compare it.
+    pub fn dump_state(&self) -> StateDump {
+        let calls = self.calls();
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        self.shared.registry.lock().dump(calls, now, wall)
     }
 
     /// Forgets every prefix and stream (knobs and counters are kept).
@@ -964,6 +974,11 @@ impl FakeServer {
     /// See [`FakeServicesServer::streams`].
     pub fn streams(&self) -> Vec<StoredStream> {
         self.service.streams()
+    }
+
+    /// See [`FakeServicesServer::dump_state`].
+    pub fn dump_state(&self) -> StateDump {
+        self.service.dump_state()
     }
 
     /// See [`FakeServicesServer::set_archived`].
