@@ -1,6 +1,7 @@
 //! The `fake-coordinator` binary: `--print-descriptor`, a JSON pRPC call with
-//! a required token against a running instance, and the graceful shutdown on
-//! SIGTERM with `--dump-on-exit`.
+//! a required token against a running instance, the graceful shutdown on
+//! SIGTERM with `--dump-on-exit`, and (with the `prometheus` feature)
+//! `--metrics-addr`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -113,11 +114,13 @@ async fn serves_prpc_json_with_a_required_token() {
 }
 
 /// The binary started with `args` and the prefix `chromium:builds/1` (secret
-/// [`SECRET_HEX`]): its stdout after the startup lines and its gRPC URL.
+/// [`SECRET_HEX`]): its stdout after the startup lines, its gRPC URL, and the
+/// lines it printed on startup.
 struct Started {
     child: Killed,
     stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
     grpc: String,
+    startup: Vec<String>,
 }
 
 fn start(args: &[&str]) -> Started {
@@ -147,6 +150,7 @@ fn start(args: &[&str]) -> Started {
         child,
         stdout,
         grpc,
+        startup,
     }
 }
 
@@ -192,6 +196,11 @@ async fn sigterm_shuts_down_and_dumps_the_state_without_secrets() {
     let file = dir.join(format!("fake-coordinator-dump-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let server = start(&["--dump-on-exit", file.to_str().unwrap()]);
+    assert!(
+        server.startup[1].starts_with("prpc on http://127.0.0.1:"),
+        "{:?}",
+        server.startup
+    );
     server.register("builds/1/+/stdout", None).await;
     server.register("builds/1/+/stderr", Some(41)).await;
     server.register("builds/1/+/stdout", None).await;
@@ -243,4 +252,48 @@ async fn sigterm_shuts_down_and_dumps_the_state_without_secrets() {
         assert!(!text.contains(&form), "the dump holds the secret as {form}");
     }
     assert!(!text.contains("secret"), "{text}");
+}
+
+/// `--metrics-addr`: the server's counters, scraped over HTTP, with the
+/// numbers of the calls made; SIGINT ends the server gracefully.
+#[cfg(feature = "prometheus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_addr_serves_the_servers_counters_for_prometheus() {
+    let server = start(&["--metrics-addr", "127.0.0.1:0"]);
+    let url = server.startup[2]
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("{:?}", server.startup))
+        .to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
+    server.register("builds/1/+/a", None).await;
+    server.register("builds/1/+/b", Some(3)).await;
+    server.register("builds/1/+/a", None).await;
+
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .request(Request::get(&url).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for line in [
+        "fake_coordinator_rpcs_total{rpc=\"RegisterStream\"} 3",
+        "fake_coordinator_rpcs_total{rpc=\"TerminateStream\"} 0",
+        "fake_coordinator_streams_registered_total 2",
+        "fake_coordinator_streams_terminated_total 1",
+        "fake_coordinator_streams 2",
+        "fake_coordinator_prpc_rpcs_total 0",
+        "fake_coordinator_faults_injected_total{kind=\"call\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE fake_coordinator_rpcs_total counter"),
+        "{text}"
+    );
+    server.stop("INT");
 }

@@ -1,11 +1,18 @@
 //! What operators touch on the fake server: gRPC health checking and
-//! reflection on its gRPC port, and the state dump.
+//! reflection on its gRPC port, its counters as `metrics`, and the state dump.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use coordinator_api::MessageIndex;
-use coordinator_testkit::{CallCounts, StateDump, register_request};
+use coordinator_api::{Code as LocalCode, MessageIndex, PrefixSecret, ProjectName};
+use coordinator_grpc::proto::logdog::services_server::Services;
+use coordinator_grpc::proto::logdog::{BatchRequest, batch_request};
+use coordinator_testkit::{
+    CallCounts, FakeServicesServer, StateDump, register_request, terminate_request,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use prost::Message;
+use tonic::Request;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -113,6 +120,150 @@ async fn reflection_v1_lists_and_describes_logdog_services() {
     assert!(
         methods.contains(&"RegisterStream") && methods.contains(&"Batch"),
         "{methods:?}"
+    );
+}
+
+/// Every counter of the server reaches the `metrics` handles it registered
+/// when it was created, with the same numbers as [`CallCounts`].
+#[tokio::test]
+async fn counters_reach_metrics_with_the_right_numbers() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let server = metrics::with_local_recorder(&recorder, FakeServicesServer::new);
+    let project: ProjectName = "proj".parse().unwrap();
+    let secret = server.new_prefix(&project, &"pre".parse().unwrap());
+
+    // Two streams registered (one again), one terminated (twice), one refused.
+    for p in ["pre/+/a", "pre/+/b", "pre/+/a"] {
+        let req = register_request(&project, &path(p), &secret, None);
+        Services::register_stream(&server, Request::new(req))
+            .await
+            .unwrap();
+    }
+    let wrong = PrefixSecret::from([9; 36]);
+    let req = register_request(&project, &path("pre/+/c"), &wrong, None);
+    Services::register_stream(&server, Request::new(req))
+        .await
+        .unwrap_err();
+    for _ in 0..2 {
+        let req = terminate_request(&project, &path("pre/+/a"), &secret, MessageIndex::from(3));
+        Services::terminate_stream(&server, Request::new(req))
+            .await
+            .unwrap();
+    }
+    // Faults: one failed call; a batch of three with one failed and one
+    // dropped entry (a register already terminated, a terminate, a load).
+    server.faults().fail_next(1, LocalCode::Unavailable);
+    let req = register_request(&project, &path("pre/+/b"), &secret, None);
+    Services::register_stream(&server, Request::new(req))
+        .await
+        .unwrap_err();
+    server
+        .faults()
+        .fail_next_batch_entries(1, LocalCode::Internal);
+    server.faults().drop_next_batch_entries(2);
+    let entry = |value| batch_request::Entry { value: Some(value) };
+    let batch = BatchRequest {
+        req: vec![
+            entry(batch_request::entry::Value::TerminateStream(
+                terminate_request(&project, &path("pre/+/b"), &secret, MessageIndex::from(1)),
+            )),
+            entry(batch_request::entry::Value::RegisterStream(
+                register_request(
+                    &project,
+                    &path("pre/+/d"),
+                    &secret,
+                    Some(MessageIndex::from(0)),
+                ),
+            )),
+            entry(batch_request::entry::Value::LoadStream(Default::default())),
+        ],
+    };
+    Services::batch(&server, Request::new(batch)).await.unwrap();
+
+    let calls = server.calls();
+    assert_eq!(
+        (
+            calls.register,
+            calls.terminate,
+            calls.batch,
+            calls.faults_injected
+        ),
+        (5, 2, 1, 4)
+    );
+    let metrics: HashMap<String, DebugValue> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            (format!("{}{{{}}}", key.name(), labels.join(",")), value)
+        })
+        .collect();
+    let counter = |name: &str| match metrics.get(name) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name}: {other:?} in {metrics:?}"),
+    };
+    assert_eq!(
+        counter("fake_coordinator_rpcs_total{rpc=RegisterStream}"),
+        5
+    );
+    assert_eq!(
+        counter("fake_coordinator_rpcs_total{rpc=TerminateStream}"),
+        2
+    );
+    assert_eq!(counter("fake_coordinator_rpcs_total{rpc=Batch}"), 1);
+    assert_eq!(counter("fake_coordinator_rpcs_total{rpc=LoadStream}"), 0);
+    assert_eq!(
+        counter("fake_coordinator_batch_entries_total{kind=register}"),
+        1
+    );
+    assert_eq!(
+        counter("fake_coordinator_batch_entries_total{kind=terminate}"),
+        1
+    );
+    assert_eq!(
+        counter("fake_coordinator_batch_entries_total{kind=other}"),
+        1
+    );
+    assert_eq!(
+        counter("fake_coordinator_faults_injected_total{kind=call}"),
+        1
+    );
+    assert_eq!(
+        counter("fake_coordinator_faults_injected_total{kind=batch_entry}"),
+        1
+    );
+    assert_eq!(
+        counter("fake_coordinator_faults_injected_total{kind=dropped_entry}"),
+        2
+    );
+    assert_eq!(
+        counter("fake_coordinator_faults_injected_total{kind=empty_batch}"),
+        0
+    );
+    assert_eq!(counter("fake_coordinator_prpc_rpcs_total{}"), 0);
+    // a, b, and d (registered terminated, in the batch); `b`'s terminate
+    // entry failed.
+    assert_eq!(counter("fake_coordinator_streams_registered_total{}"), 3);
+    assert_eq!(counter("fake_coordinator_streams_terminated_total{}"), 2);
+    assert_eq!(
+        metrics.get("fake_coordinator_streams{}"),
+        Some(&DebugValue::Gauge(3.0.into()))
+    );
+    server.clear_state();
+    assert_eq!(
+        snapshotter
+            .snapshot()
+            .into_hashmap()
+            .into_iter()
+            .find(|(k, _)| k.key().name() == "fake_coordinator_streams")
+            .map(|(_, (_, _, v))| v),
+        Some(DebugValue::Gauge(0.0.into()))
     );
 }
 

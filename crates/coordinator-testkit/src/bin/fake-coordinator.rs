@@ -29,6 +29,10 @@
 //! `""` SERVING) and server reflection (`grpc.reflection.v1` and `v1alpha`),
 //! so `grpcurl -plaintext ADDR list` and `grpc_health_probe` work.
 //!
+//! `--metrics-addr ADDR` (built with the `prometheus` feature) serves the
+//! server's counters for Prometheus at `http://ADDR/metrics` (port 0: any
+//! free port; the address is printed as `metrics on URL`).
+//!
 //! `--print-descriptor PATH` prints, as standard base64 (the proto3 JSON form
 //! of `bytes`), a serialized `LogStreamDescriptor` for `PATH` that the server
 //! accepts, and exits: the `desc` of a JSON `RegisterStream` request.
@@ -94,6 +98,11 @@ struct Args {
     /// as JSON to this file (no secrets).
     #[arg(long, value_name = "FILE")]
     dump_on_exit: Option<PathBuf>,
+
+    /// Serve the server's counters for Prometheus at http://ADDR/metrics (port
+    /// 0: any free port; the address is printed). Needs the `prometheus` feature.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// One `--prefix` flag, parsed.
@@ -172,6 +181,13 @@ async fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let expires_in = args.prefix_expiry.map(Duration::from_secs);
 
+    // Before the server is built: its counters register with the recorder
+    // installed at that moment.
+    let metrics_url = match args.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr)?),
+        None => None,
+    };
+
     let prpc_addr = match args.prpc_port {
         Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
         None => args.prpc_addr,
@@ -197,6 +213,9 @@ async fn main() -> anyhow::Result<()> {
 
     println!("listening on {}", server.endpoint());
     println!("prpc on {}", server.prpc_endpoint());
+    if let Some(url) = &metrics_url {
+        println!("metrics on {url}");
+    }
     for p in &prefixes {
         println!(
             "prefix project={} prefix={} secret={}",
@@ -270,4 +289,31 @@ fn write_dump(path: &Path, service: &FakeServicesServer) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
+}
+
+/// Installs the Prometheus exporter as the global `metrics` recorder, serving
+/// on `addr`, and returns its URL. Port 0 is resolved to a free port first
+/// (the exporter does not report the port it bound).
+#[cfg(feature = "prometheus")]
+fn serve_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    let addr = if addr.port() == 0 {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.local_addr())
+            .with_context(|| format!("finding a free port on {}", addr.ip()))?
+    } else {
+        addr
+    };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    Ok(format!("http://{addr}/metrics"))
+}
+
+#[cfg(not(feature = "prometheus"))]
+fn serve_metrics(_addr: SocketAddr) -> anyhow::Result<String> {
+    bail!(
+        "--metrics-addr needs the `prometheus` feature: \
+         cargo run -p coordinator-testkit --features prometheus --bin fake-coordinator -- ..."
+    )
 }

@@ -78,6 +78,7 @@
 //! ```
 
 mod faults;
+mod metrics;
 mod prpc;
 mod scripted;
 mod state;
@@ -114,7 +115,7 @@ pub use faults::{BatchOrder, CallCounts, Faults, RpcKind};
 pub use scripted::ScriptedServices;
 pub use state::{PrefixDump, StateDump, StoredStream, StreamDump};
 
-use faults::{Counters, EntryKind, EntryPlan, INJECTED, Stopped};
+use faults::{Counters, EntryKind, EntryPlan, INJECTED, InjectedFault, Stopped};
 use prpc::PrpcServing;
 use state::Registry;
 
@@ -389,6 +390,7 @@ impl FakeServicesServer {
             .map_err(stopped)?;
         match plan.fail {
             Some(code) => {
+                self.shared.counters.faults_injected(InjectedFault::Call, 1);
                 tracing::debug!(?kind, %code, "fake server: injected call failure");
                 Err(Status::new(tonic_code(code), INJECTED))
             }
@@ -500,6 +502,15 @@ impl FakeServicesServer {
         self.admit(RpcKind::Batch).await?;
 
         let plan = self.shared.faults.plan_batch(entries.len());
+        let counters = &self.shared.counters;
+        let count =
+            |pick: fn(&EntryPlan) -> bool| plan.entries.iter().filter(|&e| pick(e)).count() as u64;
+        counters.faults_injected(InjectedFault::BatchEntry, count(|e| e.fail.is_some()));
+        if plan.empty {
+            counters.faults_injected(InjectedFault::EmptyBatch, 1);
+        } else {
+            counters.faults_injected(InjectedFault::DroppedEntry, count(|e| e.drop));
+        }
         let mut tasks = JoinSet::new();
         let mut task_index = std::collections::HashMap::with_capacity(entries.len());
         for (index, (entry, entry_plan)) in entries.into_iter().zip(&plan.entries).enumerate() {

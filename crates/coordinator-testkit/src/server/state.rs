@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::CallCounts;
+use super::metrics::StreamMetrics;
 
 /// A stream as the fake server stores it (for assertions in tests).
 ///
@@ -94,12 +95,14 @@ struct RegisteredPrefix {
 pub(crate) struct Registry {
     prefixes: HashMap<(ProjectName, StreamName), RegisteredPrefix>,
     streams: HashMap<(ProjectName, StreamId), StoredStream>,
+    metrics: StreamMetrics,
 }
 
 impl Registry {
     pub(crate) fn clear(&mut self) {
         self.prefixes.clear();
         self.streams.clear();
+        self.metrics.stored.set(0.0);
     }
 
     /// The state as data (secrets left out), sorted by project and prefix or
@@ -255,30 +258,40 @@ impl Registry {
         let (project, prefix) = key;
         let path = StreamPath::new(&prefix, &name);
         let id = StreamId::for_path(&path);
+        let metrics = &self.metrics;
         let stream = self
             .streams
             .entry((project.clone(), id.clone()))
-            .or_insert_with(|| StoredStream {
-                project,
-                path,
-                id: id.clone(),
-                proto_version: req.proto_version.clone(),
-                secret,
-                terminal_index: MessageIndex::optional_from_wire(req.terminal_index),
-                archived: false,
-                purged: false,
-                descriptor: req.desc.clone(),
-                registrations: 0,
-                terminations: 0,
-                registered_at: SystemTime::now(),
-                created: now,
+            .or_insert_with(|| {
+                metrics.registered.increment(1);
+                let terminal_index = MessageIndex::optional_from_wire(req.terminal_index);
+                if terminal_index.is_some() {
+                    metrics.terminated.increment(1);
+                }
+                StoredStream {
+                    project,
+                    path,
+                    id: id.clone(),
+                    proto_version: req.proto_version.clone(),
+                    secret,
+                    terminal_index,
+                    archived: false,
+                    purged: false,
+                    descriptor: req.desc.clone(),
+                    registrations: 0,
+                    terminations: 0,
+                    registered_at: SystemTime::now(),
+                    created: now,
+                }
             });
         stream.registrations += 1;
-        Ok(RegisterStreamResponse {
+        let response = RegisterStreamResponse {
             id: id.as_str().to_owned(),
             state: Some(stream.wire_state()),
             error: None,
-        })
+        };
+        self.metrics.stored.set(self.streams.len() as f64);
+        Ok(response)
     }
 
     /// TerminateStream. Checks, in order: project, terminal index (negative:
@@ -300,7 +313,10 @@ impl Registry {
             ));
         }
         match stream.terminal_index {
-            None => stream.terminal_index = Some(index),
+            None => {
+                stream.terminal_index = Some(index);
+                self.metrics.terminated.increment(1);
+            }
             Some(existing) if existing == index => {}
             Some(existing) => {
                 return Err(Error::failed_precondition(format!(
