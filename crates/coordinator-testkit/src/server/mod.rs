@@ -22,6 +22,33 @@
 //! bodies are accepted, and answers are gzipped for `Accept-Encoding: gzip`.
 //! [`FakeServer::prpc_connections`] counts accepted pRPC connections.
 //!
+//! **Health and reflection.** The gRPC listener also serves
+//! `grpc.health.v1.Health` (`logdog.Services` and the server as a whole, `""`,
+//! SERVING while it serves, NOT_SERVING once a shutdown begins) and server
+//! reflection (`grpc.reflection.v1` and `v1alpha`) of the checked-in
+//! descriptor set. Neither asks for a token.
+//!
+//! **Metrics.** The counters behind [`FakeServicesServer::calls`] and the
+//! stored state are also `metrics` handles, registered when the server is
+//! created (with the recorder installed then; none: no-ops). Servers in one
+//! process share the series.
+//!
+//! | name | kind | counts |
+//! | --- | --- | --- |
+//! | `fake_coordinator_rpcs_total{rpc="RegisterStream"}` (one series per RPC) | counter | RPCs received, as [`CallCounts::of`] |
+//! | `fake_coordinator_prpc_rpcs_total` | counter | [`CallCounts::prpc_rpcs`] |
+//! | `fake_coordinator_prpc_connections_total` | counter | [`CallCounts::prpc_connections`] |
+//! | `fake_coordinator_batch_entries_total{kind="register"\|"terminate"\|"other"}` | counter | batch entries received |
+//! | `fake_coordinator_faults_injected_total{kind="call"\|"batch_entry"\|"dropped_entry"\|"empty_batch"}` | counter | [`CallCounts::faults_injected`], by kind |
+//! | `fake_coordinator_streams_registered_total` | counter | streams created |
+//! | `fake_coordinator_streams_terminated_total` | counter | streams given a terminal index (at registration or by TerminateStream) |
+//! | `fake_coordinator_streams` | gauge | streams stored now |
+//!
+//! **State dump.** [`FakeServicesServer::dump_state`] returns the prefixes,
+//! streams and call counts as a serde-serializable [`StateDump`], with no
+//! secret in it; `fake-coordinator --dump-on-exit FILE` writes it as JSON on
+//! shutdown.
+//!
 //! It keeps the Coordinator's real server semantics (spec §6): prefixes are
 //! registered first (project, prefix, secret, optional expiry); `RegisterStream`
 //! derives the stream path from the descriptor, accepts protocol version `"1"`
