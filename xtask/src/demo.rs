@@ -100,6 +100,11 @@ pub(crate) struct DemoArgs {
     /// release build.
     #[arg(long)]
     no_release: bool,
+    /// Serve the cache's counters (and the embedded server's) for Prometheus at
+    /// http://ADDR/metrics while the demo runs, and after the report until
+    /// Ctrl-C (port 0: any free port; the address is printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Which transport carries the run's RPCs.
@@ -276,6 +281,15 @@ fn rerun_optimized() -> Result<()> {
 }
 
 async fn run_async(args: DemoArgs) -> Result<()> {
+    // Before any cache or server is built: they register their counters with
+    // the recorder installed at that moment.
+    let metrics_url = match args.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr)?),
+        None => None,
+    };
+    if let Some(url) = &metrics_url {
+        eprintln!("demo: metrics on {url}");
+    }
     let mut runs = Vec::new();
     if !args.no_cache {
         runs.push(run_once(&args, true).await?);
@@ -305,7 +319,31 @@ async fn run_async(args: DemoArgs) -> Result<()> {
     } else {
         print_report(&report);
     }
+    if let Some(url) = metrics_url {
+        eprintln!("demo: done; metrics stay on {url} until Ctrl-C");
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
     Ok(())
+}
+
+/// Installs the Prometheus exporter as the global `metrics` recorder, serving
+/// on `addr`, and returns its URL. Port 0 is resolved to a free port first
+/// (the exporter does not report the port it bound).
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<String> {
+    let addr = if addr.port() == 0 {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.local_addr())
+            .with_context(|| format!("finding a free port on {}", addr.ip()))?
+    } else {
+        addr
+    };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    Ok(format!("http://{addr}/metrics"))
 }
 
 /// The RPCs of a run: as the server counted them (embedded server), else as the
@@ -366,6 +404,12 @@ async fn run_once(args: &DemoArgs, cache: bool) -> Result<RunReport> {
     });
     let cached =
         cache.then(|| Arc::new(CachedCoordinator::new(counted.clone(), 0, Duration::ZERO)));
+    // With --metrics-addr, scrapes see the hits within a second (the other
+    // counters are always current); without a recorder this is a no-op.
+    let _publisher = cached
+        .as_ref()
+        .filter(|_| args.metrics_addr.is_some())
+        .map(|c| c.spawn_metrics_publisher(Duration::from_secs(1)));
     let coordinator: Arc<dyn Coordinator> = match &cached {
         Some(c) => c.clone(),
         None => counted,
@@ -1423,6 +1467,7 @@ mod tests {
             json: false,
             seed: 1,
             no_release: true,
+            metrics_addr: None,
         };
         let paths = |id: &str| -> Vec<String> {
             plan_streams(&args, id, &prefixes, &mut StdRng::seed_from_u64(1))

@@ -14,6 +14,9 @@ const MAX_DEFAULT_SHARDS: usize = 16;
 /// shard, and one eviction order).
 const MIN_DEFAULT_SHARD_SIZE: usize = 4096;
 
+/// The default prefix of the cache's metric names.
+pub(crate) const DEFAULT_METRICS_PREFIX: &str = "coordinator_cache";
+
 /// A cache's resolved settings (defaults applied).
 pub(crate) struct Config {
     pub(crate) size: usize,
@@ -59,7 +62,7 @@ impl Default for CacheBuilder {
             expiration: Duration::ZERO,
             error_expiration: Duration::ZERO,
             shards: 0,
-            metrics_prefix: "coordinator_cache".to_owned(),
+            metrics_prefix: DEFAULT_METRICS_PREFIX.to_owned(),
             metrics_labels: Vec::new(),
             runtime: None,
         }

@@ -316,6 +316,56 @@ impl<C> CachedCoordinator<C> {
     }
 }
 
+impl<C: Send + Sync + 'static> CachedCoordinator<C> {
+    /// Starts a task that publishes this cache's counters to its `metrics`
+    /// handles every `period` (at least 1 ms), so that an exporter scraping
+    /// them is at most `period` behind: hits are otherwise published per shard
+    /// in batches of 1,024 and on [`stats`](Self::stats) calls (the other
+    /// counters and the entries gauge are always current). The task holds no
+    /// strong reference and ends once the cache is dropped; abort the returned
+    /// handle to stop it sooner.
+    ///
+    /// It runs on the current Tokio runtime, or else on the one given to
+    /// [`CacheBuilder::runtime`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime when the builder was given none (as
+    /// `tokio::spawn` does).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use coordinator_cache::CachedCoordinator;
+    /// # use coordinator_testkit::FakeCoordinator;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// // In a binary: install a `metrics` recorder (e.g. a Prometheus exporter)
+    /// // first, then build the cache, then keep its hit count fresh.
+    /// let cache = CachedCoordinator::new(FakeCoordinator::new(), 10_000, Duration::ZERO);
+    /// let publisher = cache.spawn_metrics_publisher(Duration::from_secs(5));
+    /// # publisher.abort(); }
+    /// ```
+    pub fn spawn_metrics_publisher(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let cache = Arc::downgrade(&self.shared);
+        let period = period.max(Duration::from_millis(1));
+        let task = async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(shared) = cache.upgrade() else {
+                    return;
+                };
+                let _ = CachedCoordinator { shared }.stats();
+            }
+        };
+        match (Handle::try_current(), &self.shared.runtime) {
+            (Ok(current), _) => current.spawn(task),
+            (Err(_), Some(runtime)) => runtime.spawn(task),
+            (Err(_), None) => tokio::spawn(task),
+        }
+    }
+}
+
 #[cfg(test)]
 impl<C> CachedCoordinator<C> {
     /// The entry of `(project, path)`, if any (live or expired). Takes the shard

@@ -42,6 +42,19 @@
 //! | `coordinator_cache_invalidations_total` | counter | [`CacheStats::invalidations`] |
 //! | `coordinator_cache_entries` | gauge | [`CacheStats::entries`] |
 //!
+//! To export them, a binary installs a recorder (for Prometheus,
+//! `metrics-exporter-prometheus`; `fake-coordinator` and `cargo xtask demo`
+//! do so with `--metrics-addr`) **before** building the cache, and may call
+//! [`CachedCoordinator::spawn_metrics_publisher`] so that the hit count a
+//! scrape reads is never more than a period behind. This crate depends on the
+//! `metrics` facade only, never on an exporter.
+//!
+//! # Configuration
+//!
+//! [`CacheConfig`] holds the settings as plain data; with the `serde` feature
+//! it deserializes from a configuration file, durations human-readable:
+//! `{"capacity": 100000, "expiration": "5m", "error_expiration": "30s"}`.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -74,6 +87,7 @@ use std::time::Duration;
 
 mod builder;
 mod cache;
+mod config;
 mod flight;
 mod interleave;
 #[cfg(test)]
@@ -83,6 +97,7 @@ mod table;
 
 pub use builder::CacheBuilder;
 pub use cache::CachedCoordinator;
+pub use config::CacheConfig;
 pub use stats::CacheStats;
 
 /// The default bound on the number of entries: 1,048,576.

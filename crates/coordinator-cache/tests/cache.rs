@@ -1328,3 +1328,47 @@ async fn hits_are_published_to_metrics_in_batches() {
     hit(1);
     assert_eq!(hits(), Some(DebugValue::Counter(1024)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_metrics_publisher_keeps_hits_current_and_ends_with_the_cache() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = metrics::with_local_recorder(&recorder, || {
+        CachedCoordinator::new(FakeCoordinator::new(), 10, EXPIRATION)
+    });
+    // (Each snapshot takes the counter's increments since the last one.)
+    let hits = || {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, ..)| key.key().name() == "coordinator_cache_hits_total")
+            .map(|(.., value)| value)
+    };
+    let r = req("p/+/a");
+    let hit = |cache: &CachedCoordinator<FakeCoordinator>, n: usize| {
+        for _ in 0..n {
+            now_or_never(cache.register_stream(&r, b""))
+                .unwrap()
+                .unwrap();
+        }
+    };
+    cache.register_stream(&r, b"").await.unwrap();
+    hit(&cache, 10);
+    // Fewer than a batch: not published yet.
+    assert_eq!(hits(), Some(DebugValue::Counter(0)));
+
+    let publisher = cache.spawn_metrics_publisher(Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(hits(), Some(DebugValue::Counter(10)));
+    hit(&cache, 5);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hits(), Some(DebugValue::Counter(5)));
+
+    // The task holds no strong reference: it ends once the cache is gone.
+    drop(cache);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(publisher.is_finished());
+}

@@ -18,6 +18,9 @@
 //!   [`Coordinator`](coordinator_api::Coordinator): client-side validation,
 //!   request building and response mapping ([`convert`]).
 //!
+//! [`descriptor::DescriptorBuilder`] builds the `LogStreamDescriptor` a
+//! registration carries, valid as the Coordinator checks it.
+//!
 //! [`auth`] gives every transport its access tokens ([`auth::TokenSource`],
 //! cached and refreshed once for all callers; Google credentials with the
 //! `gcp` feature).
@@ -95,6 +98,7 @@ mod batch;
 mod client;
 pub mod convert;
 mod coordinator;
+pub mod descriptor;
 mod error;
 mod layers;
 mod panic;

@@ -22,7 +22,8 @@ pub use mock::MockCoordinator;
 // Re-exports: the in-process server.
 #[cfg(feature = "server")]
 pub use server::{
-    BatchOrder, CallCounts, DESCRIPTOR_TIMESTAMP_SECONDS, FakeServer, FakeServicesServer,
-    FakeServicesServerBuilder, Faults, RpcKind, ScriptedServices, StoredStream, descriptor,
-    descriptor_message, register_request, terminate_request,
+    BatchOrder, CallCounts, DESCRIPTOR_TIMESTAMP_SECONDS, DescriptorBuilder, FakeServer,
+    FakeServicesServer, FakeServicesServerBuilder, Faults, PrefixDump, RpcKind, ScriptedServices,
+    StateDump, StoredStream, StreamDump, descriptor, descriptor_builder, descriptor_message,
+    register_request, terminate_request,
 };

@@ -75,6 +75,55 @@ async fn the_descriptor_helper_passes_validation() {
     assert_eq!(f.server.streams().len(), 1);
 }
 
+/// Every kind of descriptor `coordinator_services::descriptor::DescriptorBuilder`
+/// makes passes the server's validation, the default timestamp (now) included,
+/// and the helpers are that builder with a fixed timestamp.
+#[tokio::test]
+async fn descriptor_builder_output_passes_validation() {
+    use coordinator_grpc::proto::logpb::StreamType;
+    use coordinator_testkit::{DESCRIPTOR_TIMESTAMP_SECONDS, DescriptorBuilder, descriptor};
+
+    let f = fixture().await;
+    let builders = [
+        DescriptorBuilder::for_path(&path("live/+/text")),
+        DescriptorBuilder::new(&"live".parse().unwrap(), &"bin/0".parse().unwrap())
+            .stream_type(StreamType::Binary)
+            .content_type("application/octet-stream")
+            .binary_file_ext("bin"),
+        DescriptorBuilder::for_path(&path("live/+/dgram"))
+            .stream_type(StreamType::Datagram)
+            .content_type("application/x-logdog-datagram")
+            .tag("bot".parse().unwrap(), "linux-1")
+            .tag("a.b/c".parse().unwrap(), "x".repeat(4096)),
+    ];
+    for builder in &builders {
+        let req = RegisterStreamRequest {
+            desc: builder.to_bytes(),
+            ..register_request(&f.project, builder.path(), &f.secret, None)
+        };
+        f.server
+            .client()
+            .register_stream(req)
+            .await
+            .unwrap_or_else(|e| panic!("{builder:?} refused: {e}"));
+        let stored = f.server.stream(&f.project, builder.path()).unwrap();
+        let desc = LogStreamDescriptor::decode(stored.descriptor.as_slice()).unwrap();
+        assert_eq!(desc.stream_type, builder.build().stream_type);
+    }
+    assert_eq!(f.server.streams().len(), builders.len());
+
+    let helper = LogStreamDescriptor::decode(descriptor(&path("live/+/s")).as_slice()).unwrap();
+    assert_eq!(helper, valid());
+    assert_eq!(
+        helper.timestamp.map(|t| (t.seconds, t.nanos)),
+        Some((DESCRIPTOR_TIMESTAMP_SECONDS, 0))
+    );
+    assert_eq!(
+        (helper.content_type.as_str(), helper.stream_type),
+        ("text/plain", 0)
+    );
+}
+
 #[tokio::test]
 async fn each_descriptor_rule_answers_invalid_argument_naming_the_field() {
     let f = fixture().await;

@@ -6,7 +6,8 @@
 //! - `prpc`: `prpc`, the pRPC transport the production Coordinator speaks;
 //! - `testkit`: `testkit`, the fakes and the in-process server;
 //! - `tower`: `tower::Layer`s for the [`services`] layers;
-//! - `serde`: serde for the domain types and the client configuration.
+//! - `serde`: serde for the domain types and the client configuration (the
+//!   services stack's and, with `cache`, the cache's `CacheConfig`).
 //!
 //! The services layer ([`services`]) and the interface (re-exported at the
 //! root) are always here.

@@ -15,13 +15,30 @@
 //! live and expired prefixes can be served side by side. Printing secrets is
 //! deliberate: this is a local development tool, and a client needs the secret
 //! to register streams. Do not use it with real secrets. Tokens are never
-//! printed. It serves until Ctrl-C.
+//! printed.
+//!
+//! It serves until SIGINT (Ctrl-C) or SIGTERM, then shuts down gracefully:
+//! health checks turn NOT_SERVING, the listeners stop accepting, calls in
+//! flight are answered, and connections close (those still open after 10
+//! seconds are cut). With `--dump-on-exit FILE` it then writes the server's
+//! state as JSON to `FILE` (prefixes and their expiry, streams with path,
+//! protocol version, terminal index, archival flags, registration time, and
+//! the call counts; never a secret). It exits 0.
+//!
+//! The gRPC port also serves `grpc.health.v1.Health` (`logdog.Services` and
+//! `""` SERVING) and server reflection (`grpc.reflection.v1` and `v1alpha`),
+//! so `grpcurl -plaintext ADDR list` and `grpc_health_probe` work.
+//!
+//! `--metrics-addr ADDR` (built with the `prometheus` feature) serves the
+//! server's counters for Prometheus at `http://ADDR/metrics` (port 0: any
+//! free port; the address is printed as `metrics on URL`).
 //!
 //! `--print-descriptor PATH` prints, as standard base64 (the proto3 JSON form
 //! of `bytes`), a serialized `LogStreamDescriptor` for `PATH` that the server
 //! accepts, and exits: the `desc` of a JSON `RegisterStream` request.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -29,6 +46,10 @@ use base64::Engine;
 use clap::Parser;
 use coordinator_api::{PrefixSecret, ProjectName, StreamName, StreamPath};
 use coordinator_testkit::{FakeServicesServer, descriptor};
+
+/// How long a graceful shutdown may wait for calls in flight and open
+/// connections before they are cut.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serve a fake LogDog Coordinator (`logdog.Services`) for manual testing.
 #[derive(Debug, Parser)]
@@ -72,6 +93,16 @@ struct Args {
     /// --prefix gives its own @SECONDS).
     #[arg(long, value_name = "SECONDS")]
     prefix_expiry: Option<u64>,
+
+    /// On SIGINT/SIGTERM, after the graceful shutdown, write the server's state
+    /// as JSON to this file (no secrets).
+    #[arg(long, value_name = "FILE")]
+    dump_on_exit: Option<PathBuf>,
+
+    /// Serve the server's counters for Prometheus at http://ADDR/metrics (port
+    /// 0: any free port; the address is printed). Needs the `prometheus` feature.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// One `--prefix` flag, parsed.
@@ -150,6 +181,13 @@ async fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let expires_in = args.prefix_expiry.map(Duration::from_secs);
 
+    // Before the server is built: its counters register with the recorder
+    // installed at that moment.
+    let metrics_url = match args.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr)?),
+        None => None,
+    };
+
     let prpc_addr = match args.prpc_port {
         Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
         None => args.prpc_addr,
@@ -175,6 +213,9 @@ async fn main() -> anyhow::Result<()> {
 
     println!("listening on {}", server.endpoint());
     println!("prpc on {}", server.prpc_endpoint());
+    if let Some(url) = &metrics_url {
+        println!("metrics on {url}");
+    }
     for p in &prefixes {
         println!(
             "prefix project={} prefix={} secret={}",
@@ -184,11 +225,25 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    tokio::signal::ctrl_c()
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
+    let service = server.service().clone();
+    // A client that never closes its connection does not keep the server
+    // (and the dump) waiting for ever.
+    if tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown())
         .await
-        .context("waiting for Ctrl-C")?;
-    let calls = server.calls();
-    server.shutdown().await;
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "connections still open after the grace period; closing them"
+        );
+    }
+    let calls = service.calls();
+    if let Some(path) = &args.dump_on_exit {
+        write_dump(path, &service)?;
+        println!("state written to {}", path.display());
+    }
     println!(
         "stopped after {} RPCs ({} over pRPC on {} connections; {} batch entries)",
         calls.total_rpcs(),
@@ -197,4 +252,68 @@ async fn main() -> anyhow::Result<()> {
         calls.batch_entries
     );
     Ok(())
+}
+
+/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM; returns the signal's name.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => {
+                result.context("listening for SIGINT")?;
+                Ok("SIGINT")
+            }
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("listening for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}
+
+/// Writes the server's state as pretty JSON to `path`: to a temporary file
+/// beside it first, renamed into place, so that a reader never sees half a
+/// dump.
+fn write_dump(path: &Path, service: &FakeServicesServer) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(&service.dump_state()).context("serializing the state")?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Installs the Prometheus exporter as the global `metrics` recorder, serving
+/// on `addr`, and returns its URL. Port 0 is resolved to a free port first
+/// (the exporter does not report the port it bound).
+#[cfg(feature = "prometheus")]
+fn serve_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    let addr = if addr.port() == 0 {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.local_addr())
+            .with_context(|| format!("finding a free port on {}", addr.ip()))?
+    } else {
+        addr
+    };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    Ok(format!("http://{addr}/metrics"))
+}
+
+#[cfg(not(feature = "prometheus"))]
+fn serve_metrics(_addr: SocketAddr) -> anyhow::Result<String> {
+    bail!(
+        "--metrics-addr needs the `prometheus` feature: \
+         cargo run -p coordinator-testkit --features prometheus --bin fake-coordinator -- ..."
+    )
 }

@@ -9,6 +9,8 @@ use coordinator_api::Code;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::metrics::CallMetrics;
+
 /// One of the seven RPCs of `logdog.Services`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RpcKind {
@@ -39,6 +41,20 @@ impl RpcKind {
         RpcKind::LeaseArchiveTasks,
         RpcKind::DeleteArchiveTasks,
     ];
+
+    /// The method's name in `logdog.Services` (`"RegisterStream"`, ...), as in
+    /// a pRPC URL and the `rpc` label of the server's metrics.
+    pub const fn method(self) -> &'static str {
+        match self {
+            RpcKind::RegisterStream => "RegisterStream",
+            RpcKind::LoadStream => "LoadStream",
+            RpcKind::TerminateStream => "TerminateStream",
+            RpcKind::ArchiveStream => "ArchiveStream",
+            RpcKind::Batch => "Batch",
+            RpcKind::LeaseArchiveTasks => "LeaseArchiveTasks",
+            RpcKind::DeleteArchiveTasks => "DeleteArchiveTasks",
+        }
+    }
 }
 
 /// A snapshot of the calls a fake server has received.
@@ -46,7 +62,8 @@ impl RpcKind {
 /// Every RPC that reached the service is counted, including the ones that failed
 /// (injected faults, invalid requests). Counts survive
 /// [`restart`](super::FakeServer::restart) and [`Faults::clear`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct CallCounts {
     /// `RegisterStream` RPCs.
@@ -75,6 +92,10 @@ pub struct CallCounts {
     pub prpc_connections: u64,
     /// The RPCs above that arrived over pRPC (the rest came over gRPC).
     pub prpc_rpcs: u64,
+    /// Faults the [`Faults`] knobs injected: failed calls, failed and dropped
+    /// batch entries, and emptied batch responses (latency and holds are not
+    /// counted).
+    pub faults_injected: u64,
 }
 
 impl CallCounts {
@@ -105,6 +126,9 @@ pub(crate) struct Counters {
     batch_terminate_entries: AtomicU64,
     prpc_connections: AtomicU64,
     prpc_rpcs: AtomicU64,
+    faults_injected: AtomicU64,
+    /// The same counts as `metrics`.
+    metrics: CallMetrics,
     /// Bumped after every count, for [`Counters::wait`].
     changed: watch::Sender<()>,
 }
@@ -118,34 +142,70 @@ impl Default for Counters {
             batch_terminate_entries: AtomicU64::new(0),
             prpc_connections: AtomicU64::new(0),
             prpc_rpcs: AtomicU64::new(0),
+            faults_injected: AtomicU64::new(0),
+            metrics: CallMetrics::register(),
             changed: watch::Sender::new(()),
         }
     }
 }
 
-/// What a batch entry is, for counting.
+/// What a batch entry is, for counting (the order of
+/// [`CallMetrics::batch_entries`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EntryKind {
-    Register,
-    Terminate,
-    Other,
+    Register = 0,
+    Terminate = 1,
+    Other = 2,
+}
+
+/// A kind of injected fault, for counting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InjectedFault {
+    /// A call answered with an injected error.
+    Call,
+    /// A batch entry answered with an injected error.
+    BatchEntry,
+    /// A batch entry left out of its response.
+    DroppedEntry,
+    /// A batch response with no entries.
+    EmptyBatch,
 }
 
 impl Counters {
     pub(crate) fn rpc(&self, kind: RpcKind) {
         self.rpcs[kind as usize].fetch_add(1, Ordering::SeqCst);
+        self.metrics.rpcs[kind as usize].increment(1);
         self.changed.send_replace(());
     }
 
     /// Counts a connection accepted by the pRPC listener.
     pub(crate) fn prpc_connection(&self) {
         self.prpc_connections.fetch_add(1, Ordering::SeqCst);
+        self.metrics.prpc_connections.increment(1);
         self.changed.send_replace(());
     }
 
     /// Counts an RPC that arrived over pRPC (besides its count by kind).
     pub(crate) fn prpc_rpc(&self) {
         self.prpc_rpcs.fetch_add(1, Ordering::SeqCst);
+        self.metrics.prpc_rpcs.increment(1);
+    }
+
+    /// Counts `n` injected faults of one kind.
+    pub(crate) fn faults_injected(&self, kind: InjectedFault, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.faults_injected.fetch_add(n, Ordering::SeqCst);
+        let faults = &self.metrics.faults;
+        match kind {
+            InjectedFault::Call => &faults.call,
+            InjectedFault::BatchEntry => &faults.batch_entry,
+            InjectedFault::DroppedEntry => &faults.dropped_entry,
+            InjectedFault::EmptyBatch => &faults.empty_batch,
+        }
+        .increment(n);
+        self.changed.send_replace(());
     }
 
     pub(crate) fn prpc_connections(&self) -> u64 {
@@ -156,6 +216,7 @@ impl Counters {
     pub(crate) fn batch_entries(&self, kinds: impl IntoIterator<Item = EntryKind>) {
         for kind in kinds {
             self.batch_entries.fetch_add(1, Ordering::SeqCst);
+            self.metrics.batch_entries[kind as usize].increment(1);
             match kind {
                 EntryKind::Register => &self.batch_register_entries,
                 EntryKind::Terminate => &self.batch_terminate_entries,
@@ -195,6 +256,7 @@ impl Counters {
             batch_terminate_entries: self.batch_terminate_entries.load(Ordering::SeqCst),
             prpc_connections: self.prpc_connections(),
             prpc_rpcs: self.prpc_rpcs.load(Ordering::SeqCst),
+            faults_injected: self.faults_injected.load(Ordering::SeqCst),
         }
     }
 }

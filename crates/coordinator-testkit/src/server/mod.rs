@@ -22,6 +22,33 @@
 //! bodies are accepted, and answers are gzipped for `Accept-Encoding: gzip`.
 //! [`FakeServer::prpc_connections`] counts accepted pRPC connections.
 //!
+//! **Health and reflection.** The gRPC listener also serves
+//! `grpc.health.v1.Health` (`logdog.Services` and the server as a whole, `""`,
+//! SERVING while it serves, NOT_SERVING once a shutdown begins) and server
+//! reflection (`grpc.reflection.v1` and `v1alpha`) of the checked-in
+//! descriptor set. Neither asks for a token.
+//!
+//! **Metrics.** The counters behind [`FakeServicesServer::calls`] and the
+//! stored state are also `metrics` handles, registered when the server is
+//! created (with the recorder installed then; none: no-ops). Servers in one
+//! process share the series.
+//!
+//! | name | kind | counts |
+//! | --- | --- | --- |
+//! | `fake_coordinator_rpcs_total{rpc="RegisterStream"}` (one series per RPC) | counter | RPCs received, as [`CallCounts::of`] |
+//! | `fake_coordinator_prpc_rpcs_total` | counter | [`CallCounts::prpc_rpcs`] |
+//! | `fake_coordinator_prpc_connections_total` | counter | [`CallCounts::prpc_connections`] |
+//! | `fake_coordinator_batch_entries_total{kind="register"\|"terminate"\|"other"}` | counter | batch entries received |
+//! | `fake_coordinator_faults_injected_total{kind="call"\|"batch_entry"\|"dropped_entry"\|"empty_batch"}` | counter | [`CallCounts::faults_injected`], by kind |
+//! | `fake_coordinator_streams_registered_total` | counter | streams created |
+//! | `fake_coordinator_streams_terminated_total` | counter | streams given a terminal index (at registration or by TerminateStream) |
+//! | `fake_coordinator_streams` | gauge | streams stored now |
+//!
+//! **State dump.** [`FakeServicesServer::dump_state`] returns the prefixes,
+//! streams and call counts as a serde-serializable [`StateDump`], with no
+//! secret in it; `fake-coordinator --dump-on-exit FILE` writes it as JSON on
+//! shutdown.
+//!
 //! It keeps the Coordinator's real server semantics (spec §6): prefixes are
 //! registered first (project, prefix, secret, optional expiry); `RegisterStream`
 //! derives the stream path from the descriptor, accepts protocol version `"1"`
@@ -78,6 +105,7 @@
 //! ```
 
 mod faults;
+mod metrics;
 mod prpc;
 mod scripted;
 mod state;
@@ -98,9 +126,8 @@ use coordinator_grpc::proto::logdog::{
     LoadStreamRequest, LoadStreamResponse, RegisterStreamRequest, RegisterStreamResponse,
     TerminateStreamRequest, batch_request, batch_response,
 };
-use coordinator_grpc::proto::logpb::{LogStreamDescriptor, StreamType};
+use coordinator_grpc::proto::logpb::LogStreamDescriptor;
 use parking_lot::Mutex;
-use prost::Message;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -108,12 +135,14 @@ use tokio::time::Instant;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+use tonic_health::server::HealthReporter;
 
+pub use coordinator_services::descriptor::DescriptorBuilder;
 pub use faults::{BatchOrder, CallCounts, Faults, RpcKind};
 pub use scripted::ScriptedServices;
-pub use state::StoredStream;
+pub use state::{PrefixDump, StateDump, StoredStream, StreamDump};
 
-use faults::{Counters, EntryKind, EntryPlan, INJECTED, Stopped};
+use faults::{Counters, EntryKind, EntryPlan, INJECTED, InjectedFault, Stopped};
 use prpc::PrpcServing;
 use state::Registry;
 
@@ -121,29 +150,27 @@ use state::Registry;
 /// so that the same path always gives the same descriptor bytes).
 pub const DESCRIPTOR_TIMESTAMP_SECONDS: i64 = 1_700_000_000;
 
+/// The [`DescriptorBuilder`] of every [`descriptor_message`]: `path`'s
+/// prefix and name, a TEXT stream of content type `text/plain`, timestamp
+/// [`DESCRIPTOR_TIMESTAMP_SECONDS`], no tags. Change it for other valid
+/// descriptors.
+pub fn descriptor_builder(path: &StreamPath) -> DescriptorBuilder {
+    DescriptorBuilder::for_path(path).timestamp(
+        std::time::UNIX_EPOCH + Duration::from_secs(DESCRIPTOR_TIMESTAMP_SECONDS.unsigned_abs()),
+    )
+}
+
 /// A `logpb.LogStreamDescriptor` for `path` that passes the server's
-/// validation: its prefix and name, a TEXT stream of content type `text/plain`,
-/// timestamp [`DESCRIPTOR_TIMESTAMP_SECONDS`], no tags. Tests of invalid
+/// validation: [`descriptor_builder`]`(path).build()`. Tests of invalid
 /// descriptors change fields of it.
 pub fn descriptor_message(path: &StreamPath) -> LogStreamDescriptor {
-    let (prefix, name) = path.split();
-    LogStreamDescriptor {
-        prefix: prefix.to_owned(),
-        name: name.to_owned(),
-        stream_type: StreamType::Text as i32,
-        content_type: "text/plain".to_owned(),
-        timestamp: Some(prost_types::Timestamp {
-            seconds: DESCRIPTOR_TIMESTAMP_SECONDS,
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
+    descriptor_builder(path).build()
 }
 
 /// [`descriptor_message`]`(path)` serialized, as `RegisterStreamRequest.desc`
-/// expects.
+/// expects (the same bytes for the same path).
 pub fn descriptor(path: &StreamPath) -> Vec<u8> {
-    descriptor_message(path).encode_to_vec()
+    descriptor_builder(path).to_bytes()
 }
 
 /// A valid `RegisterStreamRequest` for `path` in `project`: protocol version
@@ -364,6 +391,16 @@ impl FakeServicesServer {
         registry.stream_mut(project, path).map(update).is_some()
     }
 
+    /// The state as data: prefixes (with their expiry), streams (path, ID,
+    /// protocol version, terminal index, archival flags, registration time,
+    /// counts) and the call counts; **never a secret**. Serialize it (e.g. with
+    /// `serde_json`) to keep or compare it.
+    pub fn dump_state(&self) -> StateDump {
+        let calls = self.calls();
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        self.shared.registry.lock().dump(calls, now, wall)
+    }
+
     /// Forgets every prefix and stream (knobs and counters are kept).
     pub fn clear_state(&self) {
         self.shared.registry.lock().clear();
@@ -380,6 +417,7 @@ impl FakeServicesServer {
             .map_err(stopped)?;
         match plan.fail {
             Some(code) => {
+                self.shared.counters.faults_injected(InjectedFault::Call, 1);
                 tracing::debug!(?kind, %code, "fake server: injected call failure");
                 Err(Status::new(tonic_code(code), INJECTED))
             }
@@ -491,6 +529,15 @@ impl FakeServicesServer {
         self.admit(RpcKind::Batch).await?;
 
         let plan = self.shared.faults.plan_batch(entries.len());
+        let counters = &self.shared.counters;
+        let count =
+            |pick: fn(&EntryPlan) -> bool| plan.entries.iter().filter(|&e| pick(e)).count() as u64;
+        counters.faults_injected(InjectedFault::BatchEntry, count(|e| e.fail.is_some()));
+        if plan.empty {
+            counters.faults_injected(InjectedFault::EmptyBatch, 1);
+        } else {
+            counters.faults_injected(InjectedFault::DroppedEntry, count(|e| e.drop));
+        }
         let mut tasks = JoinSet::new();
         let mut task_index = std::collections::HashMap::with_capacity(entries.len());
         for (index, (entry, entry_plan)) in entries.into_iter().zip(&plan.entries).enumerate() {
@@ -763,7 +810,7 @@ impl FakeServicesServerBuilder {
         let channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
             .connect_lazy();
-        let running = Running::spawn(&service, listener, prpc_listener);
+        let running = Running::spawn(&service, listener, prpc_listener).await?;
         Ok(FakeServer {
             service,
             addr,
@@ -793,17 +840,40 @@ struct Running {
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     prpc: PrpcServing,
+    health: HealthReporter,
 }
 
 impl Running {
-    fn spawn(
+    /// Serves `service` on both listeners: `logdog.Services` over pRPC, and over
+    /// gRPC with health checking (`logdog.Services` and the server, `""`,
+    /// SERVING) and reflection (v1 and v1alpha) of the checked-in descriptor
+    /// set.
+    async fn spawn(
         service: &FakeServicesServer,
         listener: TcpListener,
         prpc_listener: TcpListener,
-    ) -> Self {
+    ) -> io::Result<Self> {
         service.shared.faults.set_stopping(false);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ServicesServer<FakeServicesServer>>()
+            .await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(
+                coordinator_services::proto::FILE_DESCRIPTOR_SET,
+            )
+        };
+        let invalid = |e: tonic_reflection::server::Error| {
+            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+        };
+        let reflection_v1 = reflection().build_v1().map_err(invalid)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(invalid)?;
         let (shutdown, signal) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder().add_service(service.service());
+        let router = tonic::transport::Server::builder()
+            .add_service(service.service())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
         // TCP_NODELAY: without it, concurrent calls on loopback pay ~40 ms of
         // Nagle + delayed-ACK stalls.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -812,11 +882,12 @@ impl Running {
             let _ = signal.await;
         }));
         let prpc = PrpcServing::spawn(service, prpc_listener);
-        Running {
+        Ok(Running {
             shutdown,
             task,
             prpc,
-        }
+            health,
+        })
     }
 }
 
@@ -943,6 +1014,11 @@ impl FakeServer {
         self.service.streams()
     }
 
+    /// See [`FakeServicesServer::dump_state`].
+    pub fn dump_state(&self) -> StateDump {
+        self.service.dump_state()
+    }
+
     /// See [`FakeServicesServer::set_archived`].
     pub fn set_archived(&self, project: &ProjectName, path: &StreamPath, archived: bool) -> bool {
         self.service.set_archived(project, path, archived)
@@ -979,7 +1055,7 @@ impl FakeServer {
         }
         let listener = bind(self.addr)?;
         let prpc_listener = bind(self.prpc_addr)?;
-        self.running = Some(Running::spawn(&self.service, listener, prpc_listener));
+        self.running = Some(Running::spawn(&self.service, listener, prpc_listener).await?);
         Ok(())
     }
 
@@ -992,6 +1068,15 @@ impl FakeServer {
         let Some(running) = self.running.take() else {
             return;
         };
+        // Health checks see the server going away before its listeners do.
+        running
+            .health
+            .set_not_serving::<ServicesServer<FakeServicesServer>>()
+            .await;
+        running
+            .health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         self.service.faults().set_stopping(true);
         let _ = running.shutdown.send(());
         let (grpc, ()) = tokio::join!(running.task, running.prpc.stop());

@@ -4,7 +4,7 @@
 //! batch entry error.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use coordinator_api::{
     Error, LogStreamState, MessageIndex, PROTOCOL_VERSION, PrefixSecret, ProjectName, StreamId,
@@ -16,7 +16,11 @@ use coordinator_grpc::proto::logdog::{
 };
 use coordinator_grpc::proto::logpb::{LogStreamDescriptor, StreamType};
 use prost::Message;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+use super::CallCounts;
+use super::metrics::StreamMetrics;
 
 /// A stream as the fake server stores it (for assertions in tests).
 ///
@@ -49,6 +53,8 @@ pub struct StoredStream {
     /// How many successful terminations it has answered, idempotent repeats
     /// included.
     pub terminations: u64,
+    /// When it was first registered (wall clock).
+    pub registered_at: SystemTime,
     created: Instant,
 }
 
@@ -89,12 +95,71 @@ struct RegisteredPrefix {
 pub(crate) struct Registry {
     prefixes: HashMap<(ProjectName, StreamName), RegisteredPrefix>,
     streams: HashMap<(ProjectName, StreamId), StoredStream>,
+    metrics: StreamMetrics,
 }
 
 impl Registry {
     pub(crate) fn clear(&mut self) {
         self.prefixes.clear();
         self.streams.clear();
+        self.metrics.stored.set(0.0);
+    }
+
+    /// The state as data (secrets left out), sorted by project and prefix or
+    /// path. `now` and `wall` are the same moment on the tokio and the wall
+    /// clock, to date prefix expiries.
+    pub(crate) fn dump(&self, calls: CallCounts, now: Instant, wall: SystemTime) -> StateDump {
+        let mut prefixes: Vec<PrefixDump> = self
+            .prefixes
+            .iter()
+            .map(|((project, prefix), registered)| PrefixDump {
+                project: project.as_str().to_owned(),
+                prefix: prefix.as_str().to_owned(),
+                expires_at: registered.expires_at.map(|at| {
+                    if at >= now {
+                        wall + (at - now)
+                    } else {
+                        wall.checked_sub(now - at).unwrap_or(SystemTime::UNIX_EPOCH)
+                    }
+                }),
+                expired: registered.expires_at.is_some_and(|at| now >= at),
+            })
+            .collect();
+        prefixes.sort_by(|a, b| (&a.project, &a.prefix).cmp(&(&b.project, &b.prefix)));
+        let streams = self
+            .streams()
+            .iter()
+            .map(|s| {
+                let (prefix, name) = s.path.split();
+                let desc = LogStreamDescriptor::decode(s.descriptor.as_slice()).ok();
+                StreamDump {
+                    project: s.project.as_str().to_owned(),
+                    path: s.path.as_str().to_owned(),
+                    prefix: prefix.to_owned(),
+                    name: name.to_owned(),
+                    id: s.id.as_str().to_owned(),
+                    proto_version: s.proto_version.clone(),
+                    terminal_index: s.terminal_index.map(MessageIndex::get),
+                    archived: s.archived,
+                    purged: s.purged,
+                    registered_at: s.registered_at,
+                    registrations: s.registrations,
+                    terminations: s.terminations,
+                    content_type: desc.as_ref().map(|d| d.content_type.clone()),
+                    stream_type: desc.and_then(|d| {
+                        StreamType::try_from(d.stream_type)
+                            .ok()
+                            .map(|t| t.as_str_name().to_owned())
+                    }),
+                }
+            })
+            .collect();
+        StateDump {
+            taken_at: wall,
+            prefixes,
+            streams,
+            calls,
+        }
     }
 
     /// Registers (or re-registers, replacing secret and expiry) a prefix.
@@ -193,29 +258,40 @@ impl Registry {
         let (project, prefix) = key;
         let path = StreamPath::new(&prefix, &name);
         let id = StreamId::for_path(&path);
+        let metrics = &self.metrics;
         let stream = self
             .streams
             .entry((project.clone(), id.clone()))
-            .or_insert_with(|| StoredStream {
-                project,
-                path,
-                id: id.clone(),
-                proto_version: req.proto_version.clone(),
-                secret,
-                terminal_index: MessageIndex::optional_from_wire(req.terminal_index),
-                archived: false,
-                purged: false,
-                descriptor: req.desc.clone(),
-                registrations: 0,
-                terminations: 0,
-                created: now,
+            .or_insert_with(|| {
+                metrics.registered.increment(1);
+                let terminal_index = MessageIndex::optional_from_wire(req.terminal_index);
+                if terminal_index.is_some() {
+                    metrics.terminated.increment(1);
+                }
+                StoredStream {
+                    project,
+                    path,
+                    id: id.clone(),
+                    proto_version: req.proto_version.clone(),
+                    secret,
+                    terminal_index,
+                    archived: false,
+                    purged: false,
+                    descriptor: req.desc.clone(),
+                    registrations: 0,
+                    terminations: 0,
+                    registered_at: SystemTime::now(),
+                    created: now,
+                }
             });
         stream.registrations += 1;
-        Ok(RegisterStreamResponse {
+        let response = RegisterStreamResponse {
             id: id.as_str().to_owned(),
             state: Some(stream.wire_state()),
             error: None,
-        })
+        };
+        self.metrics.stored.set(self.streams.len() as f64);
+        Ok(response)
     }
 
     /// TerminateStream. Checks, in order: project, terminal index (negative:
@@ -237,7 +313,10 @@ impl Registry {
             ));
         }
         match stream.terminal_index {
-            None => stream.terminal_index = Some(index),
+            None => {
+                stream.terminal_index = Some(index);
+                self.metrics.terminated.increment(1);
+            }
             Some(existing) if existing == index => {}
             Some(existing) => {
                 return Err(Error::failed_precondition(format!(
@@ -277,6 +356,76 @@ impl Registry {
             archival_key: Vec::new(),
         })
     }
+}
+
+/// The fake server's state as data, from
+/// [`FakeServicesServer::dump_state`](super::FakeServicesServer::dump_state)
+/// (and what `fake-coordinator --dump-on-exit` writes as JSON).
+///
+/// **No secret is in it**: neither prefix nor stream secrets (nor tokens) are
+/// dumped, so a dump can be kept and shared. Times are RFC 3339 in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StateDump {
+    /// When the dump was taken.
+    #[serde(with = "humantime_serde")]
+    pub taken_at: SystemTime,
+    /// The registered prefixes, sorted by project and prefix.
+    pub prefixes: Vec<PrefixDump>,
+    /// The stored streams, sorted by project and path.
+    pub streams: Vec<StreamDump>,
+    /// The calls received so far.
+    pub calls: CallCounts,
+}
+
+/// A registered prefix in a [`StateDump`] (its secret left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PrefixDump {
+    /// The project.
+    pub project: String,
+    /// The prefix.
+    pub prefix: String,
+    /// When it expires or expired (`None`: never).
+    #[serde(with = "humantime_serde")]
+    pub expires_at: Option<SystemTime>,
+    /// Whether it had expired when the dump was taken.
+    pub expired: bool,
+}
+
+/// A stored stream in a [`StateDump`] (its secret left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StreamDump {
+    /// The project.
+    pub project: String,
+    /// The full path, `prefix/+/name`.
+    pub path: String,
+    /// The prefix part of the path.
+    pub prefix: String,
+    /// The name part of the path.
+    pub name: String,
+    /// The stream ID (lowercase hex SHA-256 of the path).
+    pub id: String,
+    /// The protocol version it was registered with.
+    pub proto_version: String,
+    /// The terminal index, once terminated.
+    pub terminal_index: Option<u64>,
+    /// Whether it is archived.
+    pub archived: bool,
+    /// Whether it is purged.
+    pub purged: bool,
+    /// When it was first registered.
+    #[serde(with = "humantime_serde")]
+    pub registered_at: SystemTime,
+    /// Successful registrations answered, the first included.
+    pub registrations: u64,
+    /// Successful terminations answered, idempotent repeats included.
+    pub terminations: u64,
+    /// The descriptor's content type.
+    pub content_type: Option<String>,
+    /// The descriptor's stream type (`TEXT`, `BINARY`, `DATAGRAM`).
+    pub stream_type: Option<String>,
 }
 
 /// The most bytes a descriptor tag key may have.
