@@ -6,6 +6,10 @@
 //! batching saves. The batched client uses a 2 ms delay threshold (a lone caller
 //! waits for it; LogDog's 1 s would make the one-caller case meaningless).
 //!
+//! `direct_bare` is the transport under the adapter alone (`ServicesCoordinator`
+//! over `GrpcServices`: no retry layer, no attempt timeout): against `direct`
+//! it shows what the layers cost on a real round trip.
+//!
 //! The fake service is served here with `TCP_NODELAY` on accepted sockets:
 //! without it, Nagle's algorithm and delayed ACKs add ~40 ms to concurrent
 //! calls on loopback, which would measure the kernel, not the client.
@@ -19,7 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use coordinator_api::{Coordinator, PrefixSecret, ProjectName, RegisterRequest, StreamName};
-use coordinator_grpc::{BatchOptions, GrpcCoordinator, RetryPolicy};
+use coordinator_grpc::{BatchOptions, GrpcCoordinator, GrpcServices, RetryPolicy};
+use coordinator_services::ServicesCoordinator;
 use coordinator_testkit::{FakeServicesServer, descriptor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::future::join_all;
@@ -89,12 +94,19 @@ fn round_trips(c: &mut Criterion) {
             .unwrap()
     });
 
+    let bare = ServicesCoordinator::new(GrpcServices::new(fixture.channel.clone()));
+
     let mut group = c.benchmark_group("register_round_trip");
     group
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for (mode, coordinator) in [("direct", &direct), ("batched", &batched)] {
+    let modes: [(&str, &dyn Coordinator); 3] = [
+        ("direct", &direct),
+        ("direct_bare", &bare),
+        ("batched", &batched),
+    ];
+    for (mode, coordinator) in modes {
         for callers in [1usize, 64] {
             let calls = Arc::new(AtomicU64::new(0));
             let before = fixture.server.calls();
