@@ -31,7 +31,9 @@ impl PrefixSecret {
     /// The length of every prefix secret, in bytes.
     pub const LEN: usize = 36;
 
-    /// A fresh secret from the operating system's secure random source.
+    /// A fresh secret from the operating system's secure random source
+    /// (feature `generate`).
+    #[cfg(feature = "generate")]
     pub fn generate() -> Result<Self, Error> {
         let mut bytes = [0u8; Self::LEN];
         getrandom::fill(&mut bytes).map_err(|e| Error::RandomSource(e.to_string()))?;
@@ -160,6 +162,7 @@ mod tests {
         assert!(PrefixSecret::try_from(vec![7; 36]).is_ok());
     }
 
+    #[cfg(feature = "generate")]
     #[test]
     fn generate_is_random_and_36_bytes() {
         let a = PrefixSecret::generate().unwrap();
