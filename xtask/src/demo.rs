@@ -284,7 +284,7 @@ async fn run_async(args: DemoArgs) -> Result<()> {
     // Before any cache or server is built: they register their counters with
     // the recorder installed at that moment.
     let metrics_url = match args.metrics_addr {
-        Some(addr) => Some(serve_metrics(addr)?),
+        Some(addr) => Some(coordinator_testkit::prometheus::serve_prometheus(addr)?),
         None => None,
     };
     if let Some(url) = &metrics_url {
@@ -326,24 +326,6 @@ async fn run_async(args: DemoArgs) -> Result<()> {
             .context("waiting for Ctrl-C")?;
     }
     Ok(())
-}
-
-/// Installs the Prometheus exporter as the global `metrics` recorder, serving
-/// on `addr`, and returns its URL. Port 0 is resolved to a free port first
-/// (the exporter does not report the port it bound).
-fn serve_metrics(addr: std::net::SocketAddr) -> Result<String> {
-    let addr = if addr.port() == 0 {
-        std::net::TcpListener::bind(addr)
-            .and_then(|l| l.local_addr())
-            .with_context(|| format!("finding a free port on {}", addr.ip()))?
-    } else {
-        addr
-    };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("serving metrics on {addr}"))?;
-    Ok(format!("http://{addr}/metrics"))
 }
 
 /// The RPCs of a run: as the server counted them (embedded server), else as the

@@ -11,6 +11,8 @@
 
 pub mod fake;
 pub mod mock;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 #[cfg(feature = "server")]
 pub mod server;
 

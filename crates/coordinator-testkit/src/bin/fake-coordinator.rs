@@ -291,23 +291,10 @@ fn write_dump(path: &Path, service: &FakeServicesServer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs the Prometheus exporter as the global `metrics` recorder, serving
-/// on `addr`, and returns its URL. Port 0 is resolved to a free port first
-/// (the exporter does not report the port it bound).
+/// Serves the process's metrics for Prometheus on `addr`; returns the URL.
 #[cfg(feature = "prometheus")]
 fn serve_metrics(addr: SocketAddr) -> anyhow::Result<String> {
-    let addr = if addr.port() == 0 {
-        std::net::TcpListener::bind(addr)
-            .and_then(|l| l.local_addr())
-            .with_context(|| format!("finding a free port on {}", addr.ip()))?
-    } else {
-        addr
-    };
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("serving metrics on {addr}"))?;
-    Ok(format!("http://{addr}/metrics"))
+    Ok(coordinator_testkit::prometheus::serve_prometheus(addr)?)
 }
 
 #[cfg(not(feature = "prometheus"))]
