@@ -141,7 +141,7 @@ impl GrpcServices {
             None => self.config.authorization.clone(),
         };
         let mut request = tonic::Request::new(message);
-        if let Some(remaining) = options.remaining_for_wire() {
+        if let Some(remaining) = options.remaining() {
             request.set_timeout(remaining);
         }
         if let Some(token) = authorization {

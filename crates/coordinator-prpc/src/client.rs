@@ -127,7 +127,7 @@ impl PrpcServices {
         headers.insert(header::CONTENT_TYPE, media_type.clone());
         headers.insert(header::ACCEPT, media_type);
         headers.insert(wire::MAX_RESPONSE_SIZE_HEADER, HeaderValue::from(limit));
-        if let Some(remaining) = options.remaining_for_wire() {
+        if let Some(remaining) = options.remaining() {
             if remaining.is_zero() {
                 return Err(Error::deadline_exceeded(format!(
                     "{method}: the deadline passed before the call was sent"

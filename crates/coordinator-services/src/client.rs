@@ -57,29 +57,6 @@ impl CallOptions {
     }
 }
 
-impl CallOptions {
-    /// [`remaining`](Self::remaining) as a transport should send it: rounded
-    /// down to three significant digits (29.99 s is sent as 29.9 s, 1.234 s as
-    /// 1.23 s). The server learns the deadline at most 1 % early, and
-    /// back-to-back calls send the same header value, which HTTP/2 header
-    /// compression then sends as a one-byte index instead of a new literal
-    /// that both ends must encode, parse and remember.
-    pub fn remaining_for_wire(&self) -> Option<Duration> {
-        self.remaining().map(three_significant_digits)
-    }
-}
-
-/// `d` rounded down to three significant decimal digits of nanoseconds.
-fn three_significant_digits(d: Duration) -> Duration {
-    // 64-bit nanoseconds cover 584 years; longer is sent as that.
-    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    let mut unit: u64 = 1;
-    while nanos / unit >= 1000 {
-        unit *= 10;
-    }
-    Duration::from_nanos(nanos / unit * unit)
-}
-
 /// A client of LogDog's `logdog.Services` API, at the wire level: protobuf
 /// messages in, protobuf messages or a [`coordinator_api::Error`] out.
 ///
@@ -208,34 +185,6 @@ mod tests {
         assert_eq!(o.max_response_size, Some(100));
         tokio::time::advance(Duration::from_secs(7)).await;
         assert_eq!(o.remaining(), Some(Duration::ZERO));
-        assert_eq!(o.remaining_for_wire(), Some(Duration::ZERO));
         assert_eq!(CallOptions::new().remaining(), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_wire_timeout_keeps_three_significant_digits_and_never_grows() {
-        let now = Instant::now();
-        for (left, sent) in [
-            (
-                Duration::from_nanos(29_999_998_000),
-                Duration::from_millis(29_900),
-            ),
-            (
-                Duration::from_nanos(1_234_567_890),
-                Duration::from_millis(1_230),
-            ),
-            (Duration::from_millis(50), Duration::from_millis(50)),
-            (Duration::from_nanos(999), Duration::from_nanos(999)),
-            (Duration::from_nanos(123_456), Duration::from_nanos(123_000)),
-        ] {
-            let o = CallOptions::new().with_deadline(now + left);
-            assert_eq!(o.remaining_for_wire(), Some(sent), "{left:?}");
-            assert!(sent <= left && sent.as_nanos() * 100 >= left.as_nanos() * 99);
-        }
-        assert_eq!(CallOptions::new().remaining_for_wire(), None);
-        // Calls made in the same 100 ms of a 30 s deadline send the same value.
-        let a = CallOptions::new().with_deadline(now + Duration::from_millis(29_950));
-        let b = CallOptions::new().with_deadline(now + Duration::from_millis(29_910));
-        assert_eq!(a.remaining_for_wire(), b.remaining_for_wire());
     }
 }
