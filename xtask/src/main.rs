@@ -38,7 +38,8 @@ enum Cmd {
     /// Run the workspace's criterion benches and print a summary; `--compare`
     /// runs the cache against moka, quick_cache and a sharded-map floor.
     Bench(bench::BenchArgs),
-    /// Run the CI steps: fmt check, clippy -D warnings, tests, docs.
+    /// Run the CI steps: fmt check, codegen check, clippy -D warnings (all
+    /// and default features), tests, docs (all and default features).
     Ci,
     /// Run the bounded-memory soak test (release build, ignored by default).
     Soak,
@@ -102,15 +103,28 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    // Default features too: an item behind a feature must not break the
+    // default build's lints or intra-doc links.
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
     cargo(&["test", "--workspace", "--all-features"])?;
-    let status = Command::new(cargo_bin())
-        .args(["doc", "--workspace", "--no-deps", "--all-features"])
-        .env("RUSTDOCFLAGS", "-D warnings")
-        .current_dir(root())
-        .status()
-        .context("running cargo doc")?;
-    if !status.success() {
-        bail!("cargo doc failed");
+    for features in [&["--all-features"][..], &[]] {
+        let status = Command::new(cargo_bin())
+            .args(["doc", "--workspace", "--no-deps"])
+            .args(features)
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .current_dir(root())
+            .status()
+            .context("running cargo doc")?;
+        if !status.success() {
+            bail!("cargo doc {} failed", features.join(" "));
+        }
     }
     Ok(())
 }

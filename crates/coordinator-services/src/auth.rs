@@ -1,6 +1,6 @@
 //! Access tokens for every transport: the [`TokenSource`] trait, a
 //! [`StaticToken`], a [`CachedTokenSource`] that refreshes once for all
-//! concurrent callers, and (feature `gcp`) [`GoogleTokenSource`], Google
+//! concurrent callers, and (feature `gcp`) `GoogleTokenSource`, Google
 //! credentials through `gcp_auth`.
 //!
 //! A transport asks its source for a token on every attempt ([`obtain`]) and

@@ -26,7 +26,7 @@
 //! `gcp` feature).
 //!
 //! [`ServicesStack`] builds the usual stack in one call. With the `tower`
-//! feature, [`tower`] offers the layers as `tower::Layer`s. This
+//! feature, the `tower` module offers the layers as `tower::Layer`s. This
 //! crate depends on neither tonic nor an HTTP stack.
 //!
 //! A toy transport, a few dozen lines, gets retries and batching from the
