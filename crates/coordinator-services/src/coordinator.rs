@@ -36,11 +36,10 @@ use crate::retry::RetryPolicy;
 pub struct ServicesCoordinator<S = SharedClient> {
     client: S,
     batching: Option<BatchingClient>,
+    /// Set only by [`ServicesStack`](crate::ServicesStack), whose client is
+    /// then its retry layer: that layer already turns panics into errors and
+    /// checks every answer, so the calls here skip doing both a second time.
     retry: Option<RetryPolicy>,
-    /// The client is [`ServicesStack`](crate::ServicesStack)'s retry layer,
-    /// which already turns panics into errors and checks every answer: the
-    /// calls here then skip doing both a second time.
-    guarded: bool,
 }
 
 impl<S: ServicesClient> ServicesCoordinator<S> {
@@ -50,7 +49,6 @@ impl<S: ServicesClient> ServicesCoordinator<S> {
             client,
             batching: None,
             retry: None,
-            guarded: false,
         }
     }
 
@@ -94,7 +92,6 @@ impl<S: ServicesClient> ServicesCoordinator<S> {
         batching: Option<BatchingClient>,
         retry: Option<RetryPolicy>,
     ) -> Self {
-        self.guarded = retry.is_some();
         self.batching = batching;
         self.retry = retry;
         self
@@ -172,7 +169,7 @@ impl<S: ServicesClient> Coordinator for ServicesCoordinator<S> {
         request: &'a RegisterRequest,
         desc: &'a [u8],
     ) -> CoordinatorFuture<'a, Result<Arc<LogStreamState>, Error>> {
-        register(&self.client, request, desc, self.guarded)
+        register(&self.client, request, desc, self.retry.is_some())
     }
 
     /// Records the terminal index through the client.
@@ -180,6 +177,6 @@ impl<S: ServicesClient> Coordinator for ServicesCoordinator<S> {
         &'a self,
         request: &'a TerminateRequest,
     ) -> CoordinatorFuture<'a, Result<(), Error>> {
-        terminate(&self.client, request, self.guarded)
+        terminate(&self.client, request, self.retry.is_some())
     }
 }
