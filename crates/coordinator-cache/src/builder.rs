@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) error_expiration: Duration,
     pub(crate) shards: usize,
     pub(crate) runtime: Option<Handle>,
+    pub(crate) exact_clock: bool,
 }
 
 /// Builds a [`CachedCoordinator`] with optional knobs; start from
@@ -53,6 +54,7 @@ pub struct CacheBuilder {
     metrics_prefix: String,
     metrics_labels: Vec<(String, String)>,
     runtime: Option<Handle>,
+    exact_clock: bool,
 }
 
 impl Default for CacheBuilder {
@@ -65,6 +67,7 @@ impl Default for CacheBuilder {
             metrics_prefix: DEFAULT_METRICS_PREFIX.to_owned(),
             metrics_labels: Vec::new(),
             runtime: None,
+            exact_clock: false,
         }
     }
 }
@@ -144,6 +147,36 @@ impl CacheBuilder {
         self
     }
 
+    /// Reads Tokio's clock exactly on every call (`true`), instead of only
+    /// where it must.
+    ///
+    /// By default a hit checks its entry's deadline against a cheap upper bound
+    /// on the time (on Linux, the coarse monotonic clock plus 100 ms) and reads
+    /// the exact clock only in an entry's last 100 ms; every deadline is made
+    /// from an exact read, so expiry is exact either way. The bound follows the
+    /// OS's clock, which is Tokio's unless Tokio's time is paused, and Tokio
+    /// pauses time only in a current-thread runtime. So a cache built, or first
+    /// used, inside a current-thread runtime (as in `#[tokio::test]`) reads
+    /// the exact clock on every call already; set this for a cache built and
+    /// first used elsewhere that a test then drives with paused time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use coordinator_cache::CachedCoordinator;
+    /// use coordinator_testkit::FakeCoordinator;
+    ///
+    /// // Built outside any runtime, used under paused time below.
+    /// let cache = CachedCoordinator::builder()
+    ///     .expiration(Duration::from_secs(60))
+    ///     .exact_clock(true)
+    ///     .build(FakeCoordinator::new());
+    /// # let _ = cache;
+    /// ```
+    pub fn exact_clock(mut self, exact: bool) -> Self {
+        self.exact_clock = exact;
+        self
+    }
+
     /// Builds the cache in front of `inner`.
     ///
     /// The `metrics` handles are registered here, with the recorder installed at
@@ -187,6 +220,7 @@ impl CacheBuilder {
             error_expiration,
             shards,
             runtime: self.runtime,
+            exact_clock: self.exact_clock,
         };
         CachedCoordinator::from_parts(inner, config, &self.metrics_prefix, &labels)
     }
@@ -202,6 +236,7 @@ impl fmt::Debug for CacheBuilder {
             .field("metrics_prefix", &self.metrics_prefix)
             .field("metrics_labels", &self.metrics_labels)
             .field("runtime", &self.runtime.is_some())
+            .field("exact_clock", &self.exact_clock)
             .finish()
     }
 }

@@ -18,12 +18,13 @@ use tokio::runtime::Handle;
 
 use crate::CacheBuilder;
 use crate::builder::Config;
+use crate::clock::{Clock, MAX_NANOS, Time, nanos};
 use crate::flight::Flight;
 use crate::interleave;
 use crate::stats::{CacheStats, Metrics, PUBLISH_BATCH};
 use crate::table::{
-    AttemptId, Begin, Clock, Found, Index, KeyHasher, MAX_NANOS, PaddedShard, RegisterResult,
-    Shard, ShardState, Side, TerminateResult, hash_key, nanos,
+    AttemptId, Begin, Found, Index, KeyHasher, PaddedShard, RegisterResult, Shard, ShardState,
+    Side, TerminateResult, hash_key,
 };
 
 /// A [`Coordinator`] that caches and coalesces the calls of another one.
@@ -33,6 +34,15 @@ use crate::table::{
 /// its creation ([`DEFAULT_EXPIRATION`](crate::DEFAULT_EXPIRATION) unless set,
 /// measured with `tokio::time::Instant`, so paused test time applies). An expired
 /// entry is replaced by a fresh one on its next use.
+///
+/// A hit reads the exact clock only in its entry's last 100 ms: before that a
+/// cheap upper bound on the time (on Linux, the coarse monotonic clock plus a
+/// margin) already shows the deadline ahead. The bound is the OS's time, which
+/// tokio's is unless paused, and tokio pauses time only in a current-thread
+/// runtime, so a cache built or first used in one (as in `#[tokio::test]`)
+/// reads the exact clock on every call; see
+/// [`CacheBuilder::exact_clock`](crate::CacheBuilder::exact_clock) for a cache
+/// built elsewhere that a test drives with paused time.
 ///
 /// # Eviction
 ///
@@ -103,7 +113,7 @@ use crate::table::{
 ///
 /// # Cost
 ///
-/// A hit is one clock read, one hash of the key (from the borrowed strings), one
+/// A hit is one coarse clock read (a few nanoseconds), one hash of the key (from the borrowed strings), one
 /// shard lock held for the table lookup only (index, slot, and the key compared
 /// on the slot's cache line), and an `Arc` clone: no allocation, no string copy,
 /// no write to the entry (beyond its mark, once), and it returns an already completed
@@ -200,6 +210,7 @@ impl<C> CachedCoordinator<C> {
             error_expiration,
             shards,
             runtime,
+            exact_clock,
         } = config;
         let hasher = KeyHasher::default();
         let (base, extra) = (size / shards, size % shards);
@@ -218,7 +229,7 @@ impl<C> CachedCoordinator<C> {
                 error_expiration,
                 error_expiration_nanos: (error_expiration < expiration)
                     .then(|| nanos(error_expiration)),
-                clock: Clock::new(),
+                clock: Clock::new(exact_clock),
                 metrics: Metrics::register(metrics_prefix, metrics_labels),
                 runtime,
             }),
@@ -429,11 +440,11 @@ impl<C> Shared<C> {
         hash: u64,
         project: &ProjectName,
         path: &StreamPath,
-        now: u64,
+        time: &mut Time<'_>,
         side: Side,
     ) -> (Index, Found) {
-        let deadline = now.saturating_add(self.expiration_nanos).min(MAX_NANOS);
-        let (i, found) = shard.find_or_insert(hash, project, path, now, deadline, Some(side));
+        let (i, found) =
+            shard.find_or_insert(hash, project, path, time, self.expiration_nanos, Some(side));
         let state = &mut shard.state;
         match found {
             Found::Live => {
@@ -523,7 +534,7 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
             request.project.as_str(),
             request.path.as_str(),
         );
-        let now = shared.clock.now();
+        let mut time = shared.clock.time();
         let shard_index = shared.shard_index(hash);
         let (step, slot) = {
             let mut shard = shared.shards[shard_index].lock();
@@ -532,7 +543,7 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
                 hash,
                 &request.project,
                 &request.path,
-                now,
+                &mut time,
                 Side::Register,
             );
             let begin = match found.attempt() {
@@ -605,7 +616,7 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
             request.project.as_str(),
             request.path.as_str(),
         );
-        let now = shared.clock.now();
+        let mut time = shared.clock.time();
         let shard_index = shared.shard_index(hash);
         let (step, known, slot) = {
             let mut shard = shared.shards[shard_index].lock();
@@ -614,7 +625,7 @@ impl<C: Coordinator + 'static> Coordinator for CachedCoordinator<C> {
                 hash,
                 &request.project,
                 &request.path,
-                now,
+                &mut time,
                 Side::Terminate,
             );
             let (begin, known) = match found.attempt() {

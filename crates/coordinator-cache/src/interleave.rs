@@ -17,7 +17,7 @@ mod imp {
     #[inline(always)]
     pub(crate) fn point() {}
 
-    /// The model's clock, in [`Clock`](crate::table::Clock) nanoseconds.
+    /// The model's clock, in [`Clock`](crate::clock::Clock) nanoseconds.
     #[inline(always)]
     pub(crate) fn now() -> Option<u64> {
         None

@@ -87,6 +87,7 @@ use std::time::Duration;
 
 mod builder;
 mod cache;
+mod clock;
 mod config;
 mod flight;
 mod interleave;

@@ -1,5 +1,5 @@
 //! The sharded table and the per-entry state machine: keys, slots, cold records,
-//! CLOCK eviction, and the clock.
+//! and CLOCK eviction.
 //!
 //! # Layout
 //!
@@ -41,13 +41,12 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
 use coordinator_api::{Code, Error, LogStreamState, MessageIndex, ProjectName, StreamPath};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use tokio::time::Instant;
 
+use crate::clock::{MAX_NANOS, Time};
 use crate::flight::Flight;
 use crate::interleave;
 use crate::stats::Counters;
@@ -122,17 +121,13 @@ impl Key {
 }
 
 /// Bits 0..=60 of [`Slot::meta`]: the deadline.
-const DEADLINE: u64 = (1 << 61) - 1;
+const DEADLINE: u64 = MAX_NANOS;
 /// Set if the slot's key is in its cold record (else it is its state's).
 const KEYED: u64 = 1 << 61;
 /// Set if the slot has a cold record.
 const COLD: u64 = 1 << 62;
 /// The second-chance bit.
 const REFERENCED: u64 = 1 << 63;
-
-/// The largest time or duration the clock represents (73 years), so that
-/// deadlines never reach the flag bits.
-pub(crate) const MAX_NANOS: u64 = DEADLINE;
 
 /// The most key bytes (project and path together) a slot holds inline.
 const INLINE: usize = 42;
@@ -570,8 +565,8 @@ impl Shard {
         hash: u64,
         project: &ProjectName,
         path: &StreamPath,
-        now: u64,
-        deadline: u64,
+        time: &mut Time<'_>,
+        lifetime: u64,
         start: Option<Side>,
     ) -> (Index, Found) {
         let (p, s) = (project.as_str(), path.as_str());
@@ -585,11 +580,11 @@ impl Shard {
         let short = short_hash(hash);
         if let Some(i) = table.find(table_hash(short), |i| slot_is(slots, colds, i, p, s)) {
             let slot = &mut slots[i as usize];
-            if slot.deadline() > now {
+            if time.before(slot.deadline()) {
                 slot.mark_referenced();
                 if slot.meta & COLD != 0
                     && let Some(cold) = colds.get_mut(&i)
-                    && cold.forget_expired_errors(now)
+                    && cold.forget_expired_errors(time.exact())
                     && cold.is_empty()
                 {
                     colds.remove(&i);
@@ -601,11 +596,13 @@ impl Shard {
             // of the eviction order). An attempt still in flight for the old
             // entry keeps its waiters; its completion finds another attempt or
             // none here.
-            *slot = Slot::fresh(deadline, true, slot.hash, slot.key);
+            *slot = Slot::fresh(time.after(lifetime), true, slot.hash, slot.key);
             let (cold, attempt) = Cold::fresh(project, path, start, state);
             colds.insert(i, cold);
             return (i, Found::Expired { attempt });
         }
+        let now = time.exact();
+        let deadline = time.after(lifetime);
         let evicted = self.slots.len() >= self.state.capacity;
         let i = if evicted {
             self.evict(now)
@@ -966,43 +963,6 @@ impl PaddedShard {
     }
 }
 
-/// Time as nanoseconds since the cache's epoch, read from `tokio::time::Instant`
-/// so that paused test time applies. The epoch is a day before the cache was built,
-/// so that a clock somewhat behind the one used at construction (e.g. a paused
-/// test clock) still reads as a positive time; earlier times read as zero.
-pub(crate) struct Clock {
-    epoch: Instant,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        let now = Instant::now();
-        Clock {
-            epoch: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
-        }
-    }
-
-    #[inline]
-    pub(crate) fn now(&self) -> u64 {
-        if let Some(now) = interleave::now() {
-            return now;
-        }
-        let since = Instant::now().saturating_duration_since(self.epoch);
-        // Within `MAX_NANOS` for 73 years: no overflow, no 128-bit arithmetic.
-        since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()))
-            .min(MAX_NANOS)
-    }
-}
-
-/// A duration in nanoseconds, saturating at [`MAX_NANOS`], so that deadlines
-/// never reach the flag bits.
-pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).map_or(MAX_NANOS, |n| n.min(MAX_NANOS))
-}
-
 /// What an entry holds, as the model checker sees it.
 #[cfg(test)]
 #[derive(Debug, Clone)]
@@ -1156,9 +1116,9 @@ mod tests {
         fn touch(&mut self, path: &str, now: u64) -> (Index, Found) {
             let r = request(path);
             let hash = self.hash(&r);
-            let found = self
-                .shard
-                .find_or_insert(hash, &r.project, &r.path, now, now + DAY, None);
+            let found =
+                self.shard
+                    .find_or_insert(hash, &r.project, &r.path, &mut Time::at(now), DAY, None);
             self.shard.check_structure(&self.hasher);
             found
         }
@@ -1255,7 +1215,7 @@ mod tests {
         let hash = f.hash(&r);
         // Expires at 10.
         f.shard
-            .find_or_insert(hash, &r.project, &r.path, 0, 10, None);
+            .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), 10, None);
         f.register("p/+/young", 5);
         f.touch("p/+/young", 6);
         f.touch("p/+/old", 7); // used, still live
@@ -1272,13 +1232,13 @@ mod tests {
         let hash = f.hash(&r);
         let (i, _) = f
             .shard
-            .find_or_insert(hash, &r.project, &r.path, 0, 10, None);
+            .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), 10, None);
         let Begin::Start(id) = f.shard.begin_register(i) else {
             panic!()
         };
-        let (j, found) = f
-            .shard
-            .find_or_insert(hash, &r.project, &r.path, 10, 20, None);
+        let (j, found) =
+            f.shard
+                .find_or_insert(hash, &r.project, &r.path, &mut Time::at(10), 10, None);
         assert_eq!((j, found), (i, Found::Expired { attempt: None }));
         // The old attempt no longer owns the slot: its answer is its callers' only.
         let Begin::Start(newer) = f.shard.begin_register(i) else {
@@ -1408,7 +1368,7 @@ mod tests {
             let r = request(&format!("p/+/k{k}"));
             let hash = f.hash(&r);
             f.shard
-                .find_or_insert(hash, &r.project, &r.path, 0, DAY, None);
+                .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), DAY, None);
         }
         f.shard.check_structure(&f.hasher);
         assert!(f.contains("p/+/k0") && f.contains("p/+/k69999"));
@@ -1446,9 +1406,14 @@ mod tests {
             let path = format!("p/+/k{}", next(12));
             let r = request(&path);
             let hash = f.hash(&r);
-            let (i, _) =
-                f.shard
-                    .find_or_insert(hash, &r.project, &r.path, now, now + 1 + next(40), None);
+            let (i, _) = f.shard.find_or_insert(
+                hash,
+                &r.project,
+                &r.path,
+                &mut Time::at(now),
+                1 + next(40),
+                None,
+            );
             match next(4) {
                 0 | 1 => {
                     if let Begin::Start(id) = f.shard.begin_register(i) {

@@ -334,6 +334,58 @@ async fn entries_expire_exactly_at_the_configured_time() {
     assert_eq!((stats.misses, stats.expirations, stats.entries), (2, 1, 1));
 }
 
+/// In a multi-thread runtime hits check deadlines against the cheap bound on the
+/// time (the coarse clock plus a margin), which must hand an entry's last
+/// moments to the exact clock: real time, an expiration inside the margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_fast_clock_entries_still_expire_on_time() {
+    let fake = FakeCoordinator::new();
+    let expiration = Duration::from_millis(60);
+    let cache = CachedCoordinator::new(fake.clone(), 1000, expiration);
+    let r = req("p/+/a");
+    let started = std::time::Instant::now();
+    let first = cache.register_stream(&r, b"").await.unwrap();
+    let hit = cache.register_stream(&r, b"").await.unwrap();
+    // Only checked if the machine did not stall past the expiration.
+    if started.elapsed() < expiration {
+        assert!(Arc::ptr_eq(&first, &hit));
+        assert_eq!(registers(&fake), 1);
+    }
+    tokio::time::sleep(expiration + Duration::from_millis(5)).await;
+    let fresh = cache.register_stream(&r, b"").await.unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+    assert!(cache.stats().expirations >= 1);
+}
+
+/// A cache built and first used outside any runtime reads the OS's clock
+/// cheaply on hits; `exact_clock` makes it follow tokio's paused time anyway.
+#[test]
+fn an_exact_clock_follows_paused_time_wherever_the_cache_was_built() {
+    let fake = FakeCoordinator::new();
+    let cache = CachedCoordinator::builder()
+        .size(1000)
+        .expiration(EXPIRATION)
+        .exact_clock(true)
+        .build(fake.clone());
+    let r = req("p/+/a");
+    let first = now_or_never(cache.register_stream(&r, b""))
+        .expect("the fake answers at once")
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::advance(EXPIRATION).await;
+        // The entry was made on the OS's clock, before the pause: tokio's paused
+        // clock is now past its deadline.
+        let fresh = cache.register_stream(&r, b"").await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &fresh));
+        assert_eq!(registers(&fake), 2);
+    });
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_entry_expiring_while_its_call_is_in_flight_is_replaced() {
     let fake = FakeCoordinator::new();
