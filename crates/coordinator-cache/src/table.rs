@@ -21,6 +21,11 @@
 //! permanent error, the terminal index known before the state is. The slot's flag
 //! bits say whether a cold record exists and whether it holds the key.
 //!
+//! A kept state's project name is swapped, when the cache holds the state's
+//! only reference, for the one the shard's other states carry: each request
+//! decodes its own strings, and a collector serves a handful of projects, so
+//! this saves an allocation per entry.
+//!
 //! # Eviction
 //!
 //! Second chance ("CLOCK"): a hand walks the slab; a slot used since the hand last
@@ -455,9 +460,38 @@ pub(crate) struct ShardState {
     pub(crate) register_waits: HashMap<AttemptId, Arc<Flight<RegisterResult>>, KeyHasher>,
     /// The same for terminate attempts.
     pub(crate) terminate_waits: HashMap<AttemptId, Arc<Flight<TerminateResult>>, KeyHasher>,
+    /// One `ProjectName` per project name the shard's kept states carry (at
+    /// most [`MAX_PROJECTS`]), so that they share one allocation instead of
+    /// each keeping the one its first request decoded.
+    projects: HashTable<ProjectName>,
+    hasher: KeyHasher,
 }
 
+/// The most project names a shard shares between its states (a collector
+/// serves a handful; past this, states keep their own).
+const MAX_PROJECTS: usize = 1024;
+
 impl ShardState {
+    /// `state` with its project name shared with the shard's other states, if
+    /// the cache holds the only reference to it (so it can change in place).
+    fn share_project(&mut self, mut state: Arc<LogStreamState>) -> Arc<LogStreamState> {
+        let Some(unique) = Arc::get_mut(&mut state) else {
+            return state;
+        };
+        let name = unique.project.as_str();
+        let hash = self.hasher.hash_one(name);
+        if let Some(shared) = self.projects.find(hash, |p| p.as_str() == name) {
+            unique.project = shared.clone();
+        } else if self.projects.len() < MAX_PROJECTS {
+            let hasher = self.hasher;
+            self.projects
+                .insert_unique(hash, unique.project.clone(), |p| {
+                    hasher.hash_one(p.as_str())
+                });
+        }
+        state
+    }
+
     fn new_attempt(&mut self) -> AttemptId {
         let id = self.next_attempt;
         self.next_attempt += 1;
@@ -542,6 +576,8 @@ impl Shard {
                 counters: Counters::default(),
                 published_hits: 0,
                 next_attempt: 0,
+                projects: HashTable::new(),
+                hasher,
                 register_waits: HashMap::with_hasher(hasher),
                 terminate_waits: HashMap::with_hasher(hasher),
             },
@@ -807,6 +843,7 @@ impl Shard {
                     _ => state,
                 };
                 cold.register = RegisterCold::Empty;
+                let state = self.state.share_project(state);
                 self.slots[i as usize].state = Some(Arc::clone(&state));
                 Ok(state)
             }
@@ -1160,6 +1197,34 @@ mod tests {
         assert!(
             matches!(f.shard.begin_register(i), Begin::Answer(Ok(s)) if Arc::ptr_eq(&s, &state))
         );
+    }
+
+    #[test]
+    fn kept_states_share_one_project_name() {
+        let mut f = Fixture::new(8);
+        // Each request (and so each state) decodes its own project string.
+        let a = f.register("p/+/a", 0);
+        let b = f.register("p/+/b", 0);
+        assert_eq!(a.project.as_str(), "proj");
+        assert!(std::ptr::eq(a.project.as_str(), b.project.as_str()));
+
+        // A state someone else also holds is kept as it is.
+        let r = request("p/+/c");
+        let hash = f.hash(&r);
+        let (i, found) =
+            f.shard
+                .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), DAY, None);
+        let Begin::Start(id) = f.shard.begin_register(i) else {
+            panic!("a new entry starts an attempt, not {found:?}")
+        };
+        let held = state_for(&r);
+        let kept = f
+            .shard
+            .complete_register(i, id, Ok(Arc::clone(&held)), NEVER)
+            .unwrap();
+        assert!(Arc::ptr_eq(&kept, &held));
+        assert!(std::ptr::eq(kept.project.as_str(), r.project.as_str()));
+        assert!(!std::ptr::eq(kept.project.as_str(), a.project.as_str()));
     }
 
     #[test]
