@@ -6,6 +6,9 @@
 //!   with requests built independently of those that filled the cache (no
 //!   allocation shared between a lookup and the stored key, so keys are compared
 //!   as text, as in a collector that decodes each request from a bundle);
+//! - `hit/1-thread-long-keys`: `hit/1-thread` with 79-byte paths, longer than
+//!   the keys our slots keep a copy of (so ours compares the kept state's
+//!   path, as for most real streams);
 //! - `hit/1-thread-same-requests`: the same, but looking up with the very
 //!   requests that filled the cache (their project and path `Arc`s are the
 //!   stored key's): flatters whoever skips comparing a pointer-equal key; kept
@@ -39,7 +42,8 @@ use criterion::{
 };
 use parking_lot::Mutex;
 use workload::{
-    Answers, Candidate, HOT_KEYS, Ours, Remote, random_order, record, register, requests, state_for,
+    Answers, Candidate, HOT_KEYS, Ours, Remote, long_requests, random_order, record, register,
+    requests, state_for,
 };
 
 const ORDER_LEN: usize = 1 << 16;
@@ -54,6 +58,8 @@ enum Lookups {
     Independent,
     /// The very requests that filled the cache.
     SameAsFill,
+    /// Built independently, with long paths.
+    IndependentLong,
 }
 
 /// A cache of every hot key (all calls after this are hits), and the requests to
@@ -61,13 +67,18 @@ enum Lookups {
 fn warm<C: Candidate>(lookups: Lookups) -> (Arc<Remote>, C, Vec<RegisterRequest>) {
     let inner = Arc::new(Remote::immediate(Answers::PerKey));
     let cache = C::build(Arc::clone(&inner), DEFAULT_SIZE);
-    let fill = requests(0..HOT_KEYS as u64);
+    let keys = 0..HOT_KEYS as u64;
+    let fill = match lookups {
+        Lookups::IndependentLong => long_requests(keys.clone()),
+        _ => requests(keys.clone()),
+    };
     for r in &fill {
         register(&cache, r);
     }
     cache.settle();
     let hot = match lookups {
-        Lookups::Independent => requests(0..HOT_KEYS as u64),
+        Lookups::Independent => requests(keys),
+        Lookups::IndependentLong => long_requests(keys),
         Lookups::SameAsFill => fill,
     };
     (inner, cache, hot)
@@ -262,6 +273,11 @@ fn hits_and_misses(c: &mut Criterion) {
     let mut group = c.benchmark_group("hit/1-thread");
     group.throughput(Throughput::Elements(1));
     for_each_candidate!(hit_1_thread(&mut group, Lookups::Independent));
+    group.finish();
+
+    let mut group = c.benchmark_group("hit/1-thread-long-keys");
+    group.throughput(Throughput::Elements(1));
+    for_each_candidate!(hit_1_thread(&mut group, Lookups::IndependentLong));
     group.finish();
 
     let mut group = c.benchmark_group("hit/1-thread-same-requests");

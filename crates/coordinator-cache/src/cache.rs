@@ -114,8 +114,9 @@ use crate::table::{
 /// # Cost
 ///
 /// A hit is one coarse clock read (a few nanoseconds), one hash of the key (from the borrowed strings), one
-/// shard lock held for the table lookup only (index, slot, and the key compared
-/// on the slot's cache line), and an `Arc` clone: no allocation, no string copy,
+/// shard lock held for the table lookup only (index, slot, and the key
+/// compared on the slot's cache line, or its path one pointer away if the key
+/// is longer than 42 bytes), and an `Arc` clone: no allocation, no string copy,
 /// no write to the entry (beyond its mark, once), and it returns an already completed
 /// [`CoordinatorFuture::ready`]. Counters are plain per-shard integers updated
 /// under that lock. A miss clones the request and descriptor once into the call;

@@ -7,16 +7,18 @@
 //! hash table of slab indexes ([`IndexTable`], hashbrown's `HashTable` of `u16` or
 //! `u32`). No allocation per entry: a 64-byte slot (one cache line) and about 2.3
 //! bytes of table (4.6 for shards of more than 65,536 entries). A slot holds
-//! what a hit needs: the deadline, the second-chance bit, the kept state, 32
-//! bits of the key's hash (so that growing the table or evicting never reads a
-//! key) and, when project and path together take at most 42 bytes, a copy of
-//! the key's bytes. So a hit reads the index, then one slot, then the state's
-//! reference count: it compares the key on the slot's line instead of following
-//! the state's pointers to its `project` and `path` (two more dependent cache
-//! misses), and it never compares by pointer, so lookups with requests that
-//! share nothing with the kept state cost the same. A longer key is the kept
-//! state's `project` and `path`. Everything else an entry may hold, which
-//! most entries do not once registered, lives in a per-shard map of *cold records*
+//! what a hit needs: the deadline, the second-chance bit, the kept state, and
+//! its key: a copy of the key's bytes when project and path together take at
+//! most 42, else the path's `Arc` (one pointer away; the project is then the
+//! kept state's, on the line a hit reads anyway for the state's reference
+//! count, and a name the shard's states share, below) with 32 bits of the
+//! key's hash (recomputed from the copy for a short key), so that growing the
+//! table or evicting never reads a key elsewhere. So a hit reads the index,
+//! one slot, the state's line and, for a long key, the path: never the chain
+//! from the slot through the state to its strings. Equal pointers only skip a
+//! comparison, so lookups with requests that share nothing with the kept
+//! state cost about the same. Everything else an entry may hold, which most
+//! entries do not once registered, lives in a per-shard map of *cold records*
 //! by slab index: the key while there is no state, the attempt in flight, a kept
 //! permanent error, the terminal index known before the state is. The slot's flag
 //! bits say whether a cold record exists and whether it holds the key.
@@ -75,10 +77,16 @@ pub(crate) type AttemptId = u64;
 /// in UTF-8 text, so the pair is hashed unambiguously.
 #[inline]
 pub(crate) fn hash_key(state: &KeyHasher, project: &str, path: &str) -> u64 {
+    hash_parts(state, project.as_bytes(), path.as_bytes())
+}
+
+/// [`hash_key`] of the key's bytes.
+#[inline]
+fn hash_parts(state: &KeyHasher, project: &[u8], path: &[u8]) -> u64 {
     let mut hasher = state.build_hasher();
-    hasher.write(project.as_bytes());
+    hasher.write(project);
     hasher.write_u8(0xff);
-    hasher.write(path.as_bytes());
+    hasher.write(path);
     hasher.finish()
 }
 
@@ -99,11 +107,10 @@ fn short_hash(hash: u64) -> u32 {
     hash as u32
 }
 
-/// Text equality, skipping the comparison when both are the same string (the
-/// common case: the request and the kept state share the path's `Arc`).
+/// Text equality, skipping the comparison when both are the same string.
 #[inline]
 fn same(a: &str, b: &str) -> bool {
-    std::ptr::eq(a, b) || a == b
+    std::ptr::eq(a, b) || text_eq(a, b)
 }
 
 /// A cache key: `(project, path)`, holding the first request's `Arc`s.
@@ -134,73 +141,16 @@ const COLD: u64 = 1 << 62;
 /// The second-chance bit.
 const REFERENCED: u64 = 1 << 63;
 
-/// The most key bytes (project and path together) a slot holds inline.
-const INLINE: usize = 42;
-
-/// A copy of a short key's bytes, kept in its slot so that a lookup compares
-/// the key on the slot's own cache line instead of following the kept state's
-/// pointers (two more dependent cache misses). `project_len == 0` (no project
-/// name is empty) means the key is too long to be inline: it is then the
-/// state's or the cold record's, as for every key before.
-#[derive(Clone, Copy)]
-struct InlineKey {
-    project_len: u8,
-    path_len: u8,
-    bytes: [u8; INLINE],
-}
-
-impl InlineKey {
-    const NONE: InlineKey = InlineKey {
-        project_len: 0,
-        path_len: 0,
-        bytes: [0; INLINE],
-    };
-
-    #[inline]
-    fn new(project: &str, path: &str) -> Self {
-        let (p, s) = (project.as_bytes(), path.as_bytes());
-        let total = p.len() + s.len();
-        match (u8::try_from(p.len()), u8::try_from(s.len())) {
-            (Ok(project_len), Ok(path_len)) if project_len > 0 && total <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..p.len()].copy_from_slice(p);
-                bytes[p.len()..total].copy_from_slice(s);
-                InlineKey {
-                    project_len,
-                    path_len,
-                    bytes,
-                }
-            }
-            _ => InlineKey::NONE,
-        }
-    }
-
-    #[inline]
-    fn is_set(&self) -> bool {
-        self.project_len != 0
-    }
-
-    /// Whether this (set) key is `(project, path)`.
-    #[inline]
-    fn is(&self, project: &str, path: &str) -> bool {
-        let (lp, ls) = (usize::from(self.project_len), usize::from(self.path_len));
-        project.len() == lp
-            && path.len() == ls
-            && self
-                .bytes
-                .get(..lp)
-                .is_some_and(|b| short_eq(b, project.as_bytes()))
-            && self
-                .bytes
-                .get(lp..lp + ls)
-                .is_some_and(|b| short_eq(b, path.as_bytes()))
-    }
-}
-
-/// `a == b` for short slices of equal length, eight bytes at a time and
-/// inline (a call to `memcmp` costs more than the comparison at these sizes).
+/// `a == b`, eight bytes at a time and inline (a call to `memcmp` costs more
+/// than the comparison at the lengths of stream paths).
 #[inline]
-fn short_eq(a: &[u8], b: &[u8]) -> bool {
+fn text_eq(a: &str, b: &str) -> bool {
+    bytes_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// [`text_eq`] for bytes.
+#[inline]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -210,20 +160,89 @@ fn short_eq(a: &[u8], b: &[u8]) -> bool {
     tail && ac.zip(bc).all(|(x, y)| word(x) == word(y))
 }
 
+/// The most key bytes (project and path together) a slot holds a copy of.
+const INLINE: usize = 42;
+
+/// A slot's hold on its key: a copy of a short key's bytes, compared on the
+/// slot's own cache line; for a longer key, its path's `Arc` (one pointer
+/// away; the project is the kept state's or the cold record's) and the key's
+/// short hash. 48 bytes.
+enum SlotKey {
+    /// A placeholder slot.
+    None,
+    /// Project and path, at most [`INLINE`] bytes together.
+    Inline {
+        project_len: u8,
+        path_len: u8,
+        bytes: [u8; INLINE],
+    },
+    /// A longer key: its path (the first request's `Arc`, or the kept state's
+    /// once it carries an equal one) and [`short_hash`] of the key.
+    Shared { path: StreamPath, hash: u32 },
+}
+
+impl SlotKey {
+    fn new(project: &str, path: &StreamPath, hash: u32) -> Self {
+        let (p, s) = (project.as_bytes(), path.as_str().as_bytes());
+        let total = p.len() + s.len();
+        match (u8::try_from(p.len()), u8::try_from(s.len())) {
+            (Ok(project_len), Ok(path_len)) if total <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..p.len()].copy_from_slice(p);
+                bytes[p.len()..total].copy_from_slice(s);
+                SlotKey::Inline {
+                    project_len,
+                    path_len,
+                    bytes,
+                }
+            }
+            _ => SlotKey::Shared {
+                path: path.clone(),
+                hash,
+            },
+        }
+    }
+
+    /// A copied key's project and path bytes.
+    #[inline]
+    fn inline_parts(project_len: u8, path_len: u8, bytes: &[u8; INLINE]) -> (&[u8], &[u8]) {
+        let (lp, ls) = (usize::from(project_len), usize::from(path_len));
+        (
+            bytes.get(..lp).unwrap_or_default(),
+            bytes.get(lp..lp + ls).unwrap_or_default(),
+        )
+    }
+
+    /// [`short_hash`] of the key (recomputed from a copied key's bytes, which
+    /// are on the slot's line).
+    fn short_hash(&self, hasher: &KeyHasher) -> u32 {
+        match self {
+            SlotKey::None => 0,
+            SlotKey::Inline {
+                project_len,
+                path_len,
+                bytes,
+            } => {
+                let (p, s) = Self::inline_parts(*project_len, *path_len, bytes);
+                short_hash(hash_parts(hasher, p, s))
+            }
+            SlotKey::Shared { hash, .. } => *hash,
+        }
+    }
+}
+
 /// One entry's hot part: everything a hit reads, on one cache line (outside
 /// unit tests).
 #[repr(align(64))]
 struct Slot {
-    /// The deadline (when the entry expires, in [`Clock`] nanoseconds, fixed at
-    /// creation) and the flag bits above.
+    /// The deadline (when the entry expires, in [`Clock`](crate::clock::Clock)
+    /// nanoseconds, fixed at creation) and the flag bits above.
     meta: u64,
     /// The kept register answer.
     state: Option<Arc<LogStreamState>>,
-    /// [`short_hash`] of the key (so that growing the table or evicting never
-    /// reads a key).
-    hash: u32,
-    /// The key's bytes, if short.
-    key: InlineKey,
+    /// The key, or for a long one its path and hash (so that growing the
+    /// table or evicting never reads a key elsewhere).
+    key: SlotKey,
     /// A ghost identity, new for every entry made, that the model checker tracks
     /// attempts by.
     #[cfg(test)]
@@ -253,13 +272,12 @@ impl Slot {
         was
     }
 
-    /// A fresh entry expiring at `deadline`, its key (short hash `hash`,
-    /// inline copy `key`) in its cold record.
-    fn fresh(deadline: u64, referenced: bool, hash: u32, key: InlineKey) -> Self {
+    /// A fresh entry expiring at `deadline`, its key in its cold record (and
+    /// `key` here).
+    fn fresh(deadline: u64, referenced: bool, key: SlotKey) -> Self {
         Slot {
             meta: (deadline & DEADLINE) | COLD | KEYED | if referenced { REFERENCED } else { 0 },
             state: None,
-            hash,
             key,
             #[cfg(test)]
             generation: crate::model_check::seams::next_generation(),
@@ -539,13 +557,26 @@ fn slot_is(
     let Some(slot) = slots.get(i as usize) else {
         return false;
     };
-    if slot.key.is_set() {
-        return slot.key.is(project, path);
+    match &slot.key {
+        SlotKey::None => return false,
+        SlotKey::Inline {
+            project_len,
+            path_len,
+            bytes,
+        } => {
+            let (p, s) = SlotKey::inline_parts(*project_len, *path_len, bytes);
+            return bytes_eq(s, path.as_bytes()) && bytes_eq(p, project.as_bytes());
+        }
+        SlotKey::Shared { path: kept, .. } => {
+            if !same(kept.as_str(), path) {
+                return false;
+            }
+        }
     }
     if slot.meta & KEYED == 0 {
         slot.state
             .as_ref()
-            .is_some_and(|s| same(s.path.as_str(), path) && same(s.project.as_str(), project))
+            .is_some_and(|s| same(s.project.as_str(), project))
     } else {
         colds
             .get(&i)
@@ -632,7 +663,8 @@ impl Shard {
             // of the eviction order). An attempt still in flight for the old
             // entry keeps its waiters; its completion finds another attempt or
             // none here.
-            *slot = Slot::fresh(time.after(lifetime), true, slot.hash, slot.key);
+            let key = std::mem::replace(&mut slot.key, SlotKey::None);
+            *slot = Slot::fresh(time.after(lifetime), true, key);
             let (cold, attempt) = Cold::fresh(project, path, start, state);
             colds.insert(i, cold);
             return (i, Found::Expired { attempt });
@@ -652,11 +684,16 @@ impl Shard {
             state,
             ..
         } = self;
-        slots[i as usize] = Slot::fresh(deadline, false, short, InlineKey::new(p, s));
+        slots[i as usize] = Slot::fresh(deadline, false, SlotKey::new(p, path, short));
         let (cold, attempt) = Cold::fresh(project, path, start, state);
         colds.insert(i, cold);
+        let hasher = *colds.hasher();
         table.insert(table_hash(short), i, |j| {
-            table_hash(slots.get(j as usize).map_or(0, |s| s.hash))
+            table_hash(
+                slots
+                    .get(j as usize)
+                    .map_or(0, |s| s.key.short_hash(&hasher)),
+            )
         });
         (i, Found::New { evicted, attempt })
     }
@@ -713,7 +750,7 @@ impl Shard {
             self.slots.reserve_exact(more);
         }
         let i = self.slots.len();
-        self.slots.push(Slot::fresh(0, false, 0, InlineKey::NONE));
+        self.slots.push(Slot::fresh(0, false, SlotKey::None));
         // `i < capacity <= 2^32` (see `Shard::new`).
         i as Index
     }
@@ -732,10 +769,16 @@ impl Shard {
                 break i as Index;
             }
         };
-        let hash = table_hash(self.slots[victim as usize].hash);
+        let hash = table_hash(
+            self.slots[victim as usize]
+                .key
+                .short_hash(self.colds.hasher()),
+        );
         self.table.remove(hash, victim);
         self.colds.remove(&victim);
-        self.slots[victim as usize].state = None;
+        let slot = &mut self.slots[victim as usize];
+        slot.state = None;
+        slot.key = SlotKey::None;
         victim
     }
 
@@ -844,7 +887,15 @@ impl Shard {
                 };
                 cold.register = RegisterCold::Empty;
                 let state = self.state.share_project(state);
-                self.slots[i as usize].state = Some(Arc::clone(&state));
+                let slot = &mut self.slots[i as usize];
+                // Keep one allocation of the path if the state carries its own.
+                if let SlotKey::Shared { path, .. } = &mut slot.key
+                    && !std::ptr::eq(path.as_str(), state.path.as_str())
+                    && *path == state.path
+                {
+                    *path = state.path.clone();
+                }
+                slot.state = Some(Arc::clone(&state));
                 Ok(state)
             }
             Err(error) if error.is_transient() => {
@@ -1093,10 +1144,10 @@ impl Shard {
             }
             let (project, path) = slot_key(&self.slots, &self.colds, i).expect("a key");
             let short = short_hash(hash_key(hasher, project, path));
-            assert_eq!(slot.hash, short, "slot {i}: kept hash");
+            assert_eq!(slot.key.short_hash(hasher), short, "slot {i}: kept hash");
             assert!(
-                !slot.key.is_set() || slot.key.is(project, path),
-                "slot {i}: inline key"
+                slot_is(&self.slots, &self.colds, i, project, path),
+                "slot {i}: the slot's key"
             );
             assert_eq!(
                 self.table.count(table_hash(short), i),
@@ -1111,6 +1162,7 @@ impl Shard {
 // A slot is one cache line (outside unit tests, which add a ghost field).
 #[cfg(not(test))]
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
+const _: () = assert!(std::mem::size_of::<SlotKey>() == 48);
 
 #[cfg(test)]
 mod tests {
@@ -1197,6 +1249,42 @@ mod tests {
         assert!(
             matches!(f.shard.begin_register(i), Begin::Answer(Ok(s)) if Arc::ptr_eq(&s, &state))
         );
+    }
+
+    #[test]
+    fn long_paths_are_kept_by_reference_and_compared_as_text() {
+        let long = |tail: &str| format!("a-prefix-long-enough-to-pass-the-inline-copy/+/{tail}");
+        let mut f = Fixture::new(8);
+        let (a, b) = (long("stdout"), long("stderr"));
+        assert_eq!(a.len(), b.len());
+        assert!(a.len() > INLINE);
+        let state = f.register(&a, 0);
+        let (i, found) = f.touch(&a, 1);
+        assert_eq!(found, Found::Live);
+        // The state came with its own copy of the path: the slot keeps that one
+        // (one allocation for the entry, not the first request's as well).
+        assert!(matches!(
+            &f.shard.slots[i as usize].key,
+            SlotKey::Shared { path, .. } if std::ptr::eq(path.as_str(), state.path.as_str())
+        ));
+        assert!(
+            matches!(f.shard.begin_register(i), Begin::Answer(Ok(s)) if Arc::ptr_eq(&s, &state))
+        );
+        // Same length, same prefix, another stream.
+        assert!(!f.contains(&b));
+        let (j, found) = f.touch(&b, 1);
+        assert_ne!(i, j);
+        assert!(matches!(found, Found::New { .. }));
+        // A short path is a copy.
+        let (k, _) = f.touch("p/+/short", 1);
+        assert!(matches!(
+            f.shard.slots[k as usize].key,
+            SlotKey::Inline {
+                project_len: 4,
+                path_len: 9,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -1468,7 +1556,13 @@ mod tests {
         let mut now = 0;
         for _ in 0..20_000 {
             now += next(3);
-            let path = format!("p/+/k{}", next(12));
+            // Half the keys too long for a slot's copy.
+            let k = next(12);
+            let path = if k % 2 == 0 {
+                format!("p/+/k{k}")
+            } else {
+                format!("a-prefix-long-enough-to-pass-the-inline-copy/+/k{k}")
+            };
             let r = request(&path);
             let hash = f.hash(&r);
             let (i, _) = f.shard.find_or_insert(

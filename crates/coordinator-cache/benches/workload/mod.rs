@@ -94,6 +94,24 @@ pub fn requests(range: std::ops::Range<u64>) -> Vec<RegisterRequest> {
         .collect()
 }
 
+/// [`requests`] with long paths (79 bytes, as a build's step logs have):
+/// keys too long for a slot to hold a copy of.
+pub fn long_requests(range: std::ops::Range<u64>) -> Vec<RegisterRequest> {
+    let secret = PrefixSecret::from(SECRET);
+    range
+        .map(|i| {
+            let project: ProjectName = PROJECT.parse().expect("a valid project name");
+            let path = format!(
+                "buildbucket/cr-buildbucket.appspot.com/{:016x}/+/steps/compile/0/stdout",
+                mix(i)
+            )
+            .parse()
+            .expect("a valid path");
+            RegisterRequest::new(project, path, secret.clone())
+        })
+        .collect()
+}
+
 /// The path of key `i`, freshly allocated.
 fn path_of(i: u64) -> StreamPath {
     format!("prefix/{:016x}/+/stdout", mix(i))
