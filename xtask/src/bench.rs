@@ -384,11 +384,12 @@ fn fill_ratios(rows: &mut [Row]) {
 /// Orders rows as the cache bench runs its workloads (others after, by name),
 /// then candidates as [`CANDIDATES`], then metrics as criterion's first.
 fn sort_rows(rows: &mut [Row]) {
-    const WORKLOADS: [&str; 8] = [
+    const WORKLOADS: [&str; 9] = [
         "hit/1-thread",
         "hit/2-threads",
         "miss",
         "mixed/",
+        "hit/1-thread-long-keys",
         "hit/1-thread-same-requests",
         "coalesce/",
         "memory/",
