@@ -148,16 +148,29 @@ fn text_eq(a: &str, b: &str) -> bool {
     bytes_eq(a.as_bytes(), b.as_bytes())
 }
 
-/// [`text_eq`] for bytes.
-#[inline]
+/// [`text_eq`] for bytes: whole words, the last one overlapping the one
+/// before, with no early exit and no call (keys are a few words long).
+#[inline(always)]
 fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail = ac.remainder() == bc.remainder();
-    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
-    tail && ac.zip(bc).all(|(x, y)| word(x) == word(y))
+    if n < 8 {
+        return a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0;
+    }
+    let word = |s: &[u8], i: usize| {
+        s.get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_ne_bytes)
+    };
+    let mut diff = word(a, n - 8) ^ word(b, n - 8);
+    let mut i = 0;
+    while i + 8 < n {
+        diff |= word(a, i) ^ word(b, i);
+        i += 8;
+    }
+    diff == 0
 }
 
 /// The most key bytes (project and path together) a slot holds a copy of.
@@ -391,7 +404,7 @@ impl IndexTable {
 
     /// The index filed under `hash` for which `eq` holds. (Through `iter_hash`,
     /// which inlines `eq`, rather than `find`, which calls it through a `dyn`.)
-    #[inline]
+    #[inline(always)]
     fn find(&self, hash: u64, mut eq: impl FnMut(Index) -> bool) -> Option<Index> {
         match self {
             IndexTable::Narrow(t) => t.iter_hash(hash).map(|&i| Index::from(i)).find(|&i| eq(i)),
@@ -546,7 +559,7 @@ fn slot_key<'s>(
 }
 
 /// True if slot `i` is the entry of `(project, path)`.
-#[inline]
+#[inline(always)]
 fn slot_is(
     slots: &[Slot],
     colds: &HashMap<Index, Cold, KeyHasher>,
@@ -1249,6 +1262,20 @@ mod tests {
         assert!(
             matches!(f.shard.begin_register(i), Begin::Answer(Ok(s)) if Arc::ptr_eq(&s, &state))
         );
+    }
+
+    #[test]
+    fn bytes_eq_finds_a_difference_at_every_position_and_length() {
+        for n in 0..=80 {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(bytes_eq(&a, &a.clone()), "length {n}");
+            for k in 0..n {
+                let mut b = a.clone();
+                b[k] ^= 0x20;
+                assert!(!bytes_eq(&a, &b), "length {n}, byte {k}");
+            }
+            assert!(!bytes_eq(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
     }
 
     #[test]
