@@ -107,10 +107,11 @@ fn short_hash(hash: u64) -> u32 {
     hash as u32
 }
 
-/// Text equality, skipping the comparison when both are the same string.
+/// Text equality ([`bytes_eq`]), skipping the comparison when both are the
+/// same string.
 #[inline]
 fn same(a: &str, b: &str) -> bool {
-    std::ptr::eq(a, b) || text_eq(a, b)
+    std::ptr::eq(a, b) || bytes_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// A cache key: `(project, path)`, holding the first request's `Arc`s.
@@ -141,15 +142,9 @@ const COLD: u64 = 1 << 62;
 /// The second-chance bit.
 const REFERENCED: u64 = 1 << 63;
 
-/// `a == b`, eight bytes at a time and inline (a call to `memcmp` costs more
-/// than the comparison at the lengths of stream paths).
-#[inline]
-fn text_eq(a: &str, b: &str) -> bool {
-    bytes_eq(a.as_bytes(), b.as_bytes())
-}
-
-/// [`text_eq`] for bytes: whole words, the last one overlapping the one
-/// before, with no early exit and no call (keys are a few words long).
+/// `a == b`: whole words, the last one overlapping the one before, with no
+/// early exit and no call (a call to `memcmp` costs more than the comparison
+/// at the lengths of keys, a few words).
 #[inline(always)]
 fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
@@ -472,6 +467,10 @@ pub(crate) struct Shard {
     table: IndexTable,
     slots: Vec<Slot>,
     colds: HashMap<Index, Cold, KeyHasher>,
+    /// One `ProjectName` per project name the shard's kept states carry (at
+    /// most [`MAX_PROJECTS`]), so that they share one allocation instead of
+    /// each keeping the one its first request decoded.
+    projects: HashTable<ProjectName>,
     /// The next slot the eviction scan looks at.
     hand: usize,
     pub(crate) state: ShardState,
@@ -491,11 +490,6 @@ pub(crate) struct ShardState {
     pub(crate) register_waits: HashMap<AttemptId, Arc<Flight<RegisterResult>>, KeyHasher>,
     /// The same for terminate attempts.
     pub(crate) terminate_waits: HashMap<AttemptId, Arc<Flight<TerminateResult>>, KeyHasher>,
-    /// One `ProjectName` per project name the shard's kept states carry (at
-    /// most [`MAX_PROJECTS`]), so that they share one allocation instead of
-    /// each keeping the one its first request decoded.
-    projects: HashTable<ProjectName>,
-    hasher: KeyHasher,
 }
 
 /// The most project names a shard shares between its states (a collector
@@ -503,26 +497,6 @@ pub(crate) struct ShardState {
 const MAX_PROJECTS: usize = 1024;
 
 impl ShardState {
-    /// `state` with its project name shared with the shard's other states, if
-    /// the cache holds the only reference to it (so it can change in place).
-    fn share_project(&mut self, mut state: Arc<LogStreamState>) -> Arc<LogStreamState> {
-        let Some(unique) = Arc::get_mut(&mut state) else {
-            return state;
-        };
-        let name = unique.project.as_str();
-        let hash = self.hasher.hash_one(name);
-        if let Some(shared) = self.projects.find(hash, |p| p.as_str() == name) {
-            unique.project = shared.clone();
-        } else if self.projects.len() < MAX_PROJECTS {
-            let hasher = self.hasher;
-            self.projects
-                .insert_unique(hash, unique.project.clone(), |p| {
-                    hasher.hash_one(p.as_str())
-                });
-        }
-        state
-    }
-
     fn new_attempt(&mut self) -> AttemptId {
         let id = self.next_attempt;
         self.next_attempt += 1;
@@ -614,14 +588,13 @@ impl Shard {
             table: IndexTable::for_capacity(capacity),
             slots: Vec::new(),
             colds: HashMap::with_hasher(hasher),
+            projects: HashTable::new(),
             hand: 0,
             state: ShardState {
                 capacity,
                 counters: Counters::default(),
                 published_hits: 0,
                 next_attempt: 0,
-                projects: HashTable::new(),
-                hasher,
                 register_waits: HashMap::with_hasher(hasher),
                 terminate_waits: HashMap::with_hasher(hasher),
             },
@@ -795,6 +768,26 @@ impl Shard {
         victim
     }
 
+    /// `state` with its project name shared with the shard's other states, if
+    /// the cache holds the only reference to it (so it can change in place).
+    fn share_project(&mut self, mut state: Arc<LogStreamState>) -> Arc<LogStreamState> {
+        let Some(unique) = Arc::get_mut(&mut state) else {
+            return state;
+        };
+        let hasher = *self.colds.hasher();
+        let name = unique.project.as_str();
+        let hash = hasher.hash_one(name);
+        if let Some(shared) = self.projects.find(hash, |p| p.as_str() == name) {
+            unique.project = shared.clone();
+        } else if self.projects.len() < MAX_PROJECTS {
+            self.projects
+                .insert_unique(hash, unique.project.clone(), |p| {
+                    hasher.hash_one(p.as_str())
+                });
+        }
+        state
+    }
+
     /// The terminal index known to be recorded remotely for slot `i`.
     fn known(&self, i: Index) -> Option<MessageIndex> {
         let slot = &self.slots[i as usize];
@@ -899,7 +892,7 @@ impl Shard {
                     _ => state,
                 };
                 cold.register = RegisterCold::Empty;
-                let state = self.state.share_project(state);
+                let state = self.share_project(state);
                 let slot = &mut self.slots[i as usize];
                 // Keep one allocation of the path if the state carries its own.
                 if let SlotKey::Shared { path, .. } = &mut slot.key

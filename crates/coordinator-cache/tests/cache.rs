@@ -1336,16 +1336,18 @@ async fn a_permanent_error_may_be_kept_shorter_than_its_entry() {
     );
 }
 
-#[tokio::test]
-async fn hits_are_published_to_metrics_in_batches() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-
-    let recorder = DebuggingRecorder::new();
+/// A cache recording to its own `metrics` recorder, and a reader of its hits
+/// counter (each read takes the increments since the last one).
+fn cache_with_hits_counter() -> (
+    CachedCoordinator<FakeCoordinator>,
+    impl Fn() -> Option<metrics_util::debugging::DebugValue>,
+) {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let cache = metrics::with_local_recorder(&recorder, || {
         CachedCoordinator::new(FakeCoordinator::new(), 10, EXPIRATION)
     });
-    let hits = || {
+    let hits = move || {
         snapshotter
             .snapshot()
             .into_vec()
@@ -1353,6 +1355,14 @@ async fn hits_are_published_to_metrics_in_batches() {
             .find(|(key, ..)| key.key().name() == "coordinator_cache_hits_total")
             .map(|(.., value)| value)
     };
+    (cache, hits)
+}
+
+#[tokio::test]
+async fn hits_are_published_to_metrics_in_batches() {
+    use metrics_util::debugging::DebugValue;
+
+    let (cache, hits) = cache_with_hits_counter();
     let r = req("p/+/a");
     cache.register_stream(&r, b"").await.unwrap();
     let hit = |n: usize| {
@@ -1383,22 +1393,9 @@ async fn hits_are_published_to_metrics_in_batches() {
 
 #[tokio::test(start_paused = true)]
 async fn the_metrics_publisher_keeps_hits_current_and_ends_with_the_cache() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::debugging::DebugValue;
 
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    let cache = metrics::with_local_recorder(&recorder, || {
-        CachedCoordinator::new(FakeCoordinator::new(), 10, EXPIRATION)
-    });
-    // (Each snapshot takes the counter's increments since the last one.)
-    let hits = || {
-        snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .find(|(key, ..)| key.key().name() == "coordinator_cache_hits_total")
-            .map(|(.., value)| value)
-    };
+    let (cache, hits) = cache_with_hits_counter();
     let r = req("p/+/a");
     let hit = |cache: &CachedCoordinator<FakeCoordinator>, n: usize| {
         for _ in 0..n {

@@ -85,29 +85,32 @@ pub fn mix(mut x: u64) -> u64 {
 /// are fresh allocations, shared with nothing (two calls make two independent
 /// sets of requests for the same keys).
 pub fn requests(range: std::ops::Range<u64>) -> Vec<RegisterRequest> {
-    let secret = PrefixSecret::from(SECRET);
-    range
-        .map(|i| {
-            let project: ProjectName = PROJECT.parse().expect("a valid project name");
-            RegisterRequest::new(project, path_of(i), secret.clone())
-        })
-        .collect()
+    requests_with(range, path_of)
 }
 
 /// [`requests`] with long paths (79 bytes, as a build's step logs have):
 /// keys too long for a slot to hold a copy of.
 pub fn long_requests(range: std::ops::Range<u64>) -> Vec<RegisterRequest> {
+    requests_with(range, |i| {
+        format!(
+            "buildbucket/cr-buildbucket.appspot.com/{:016x}/+/steps/compile/0/stdout",
+            mix(i)
+        )
+        .parse()
+        .expect("a valid path")
+    })
+}
+
+/// The requests for keys `range`, key `i`'s path made by `path(i)`.
+fn requests_with(
+    range: std::ops::Range<u64>,
+    path: impl Fn(u64) -> StreamPath,
+) -> Vec<RegisterRequest> {
     let secret = PrefixSecret::from(SECRET);
     range
         .map(|i| {
             let project: ProjectName = PROJECT.parse().expect("a valid project name");
-            let path = format!(
-                "buildbucket/cr-buildbucket.appspot.com/{:016x}/+/steps/compile/0/stdout",
-                mix(i)
-            )
-            .parse()
-            .expect("a valid path");
-            RegisterRequest::new(project, path, secret.clone())
+            RegisterRequest::new(project, path(i), secret.clone())
         })
         .collect()
 }
