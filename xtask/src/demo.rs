@@ -320,10 +320,17 @@ async fn run_async(args: DemoArgs) -> Result<()> {
         print_report(&report);
     }
     if let Some(url) = metrics_url {
+        // Tokio installs the handler when the future is first polled: poll it
+        // once before saying so, so that a Ctrl-C right after the line stops
+        // the demo cleanly rather than killing it.
+        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+        tokio::select! {
+            biased;
+            done = &mut ctrl_c => return done.context("waiting for Ctrl-C"),
+            () = std::future::ready(()) => {}
+        }
         eprintln!("demo: done; metrics stay on {url} until Ctrl-C");
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        ctrl_c.await.context("waiting for Ctrl-C")?;
     }
     Ok(())
 }
