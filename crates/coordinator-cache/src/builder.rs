@@ -79,8 +79,8 @@ impl CacheBuilder {
     }
 
     /// The most entries the cache holds; `0` means [`DEFAULT_SIZE`]. When full, a
-    /// new entry evicts an old one of its shard (second chance, see
-    /// [`CachedCoordinator`]).
+    /// new entry evicts an old one of its shard (expired first, then least
+    /// recently used, see [`CachedCoordinator`]).
     pub fn size(mut self, size: usize) -> Self {
         self.size = size;
         self

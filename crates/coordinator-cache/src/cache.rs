@@ -46,21 +46,26 @@ use crate::table::{
 ///
 /// # Eviction
 ///
-/// Eviction is LRU approximated by second chance ("CLOCK"): a hit only marks its
-/// entry; to make room, a hand walks the entries in a fixed circular order and
-/// evicts the first one that is unmarked or expired, unmarking the marked ones it
-/// passes. So an entry used since the hand last passed it (or since it was
-/// inserted) survives the next pass, a new entry is the last the hand reaches, and
-/// hits write nothing to shared memory (beyond the mark, once), which keeps them
-/// fast on many threads. With one shard (the default for sizes below 8,192) the
-/// eviction order is cache-wide, otherwise it is per shard; the size bound is
-/// exact either way.
+/// Eviction takes expired entries first, then the least recently used, with
+/// one adaptive twist: an entry used only once so far (by the request that
+/// made it) counts as older by a bonus that starts at zero and that the cache
+/// learns from recently evicted keys that come back. A used one coming back
+/// raises it (one-request entries should have gone first), a never-used one
+/// lowers it. So a cache large enough for LRU to make no mistakes stays plain
+/// LRU, and a small one learns to drop the streams seen once sooner. Recency
+/// is kept at the resolution of insertions: a hit records the shard's current
+/// insertion count in its slot, writing only if it changed, so a run of hits
+/// writes nothing to shared memory, which keeps them fast on many threads. A
+/// miss that evicts pays a few slot reads for the scan that finds the next
+/// victims. With one shard (the default for sizes below 8,192) the eviction
+/// order is cache-wide, otherwise it is per shard; the size bound is exact
+/// either way.
 ///
 /// Each shard keeps its entries in a slab found through a hash table of slab
 /// indexes (no allocation per entry): a registered entry costs about 66 bytes
-/// besides its state: a 64-byte slot (one cache line: its deadline, its mark,
-/// its kept state's pointer, 32 bits of its key's hash, and a copy of a key of
-/// up to 42 bytes, so that a hit compares the key without leaving the line) and
+/// besides its state: a 64-byte slot (one cache line: its deadline, its last
+/// use, its kept state's pointer, 32 bits of its key's hash, and a copy of a
+/// key of up to 40 bytes, so that a hit compares the key without leaving the line) and
 /// its share of the table. A longer key is the kept state's project and path.
 /// What fewer entries need (a call in
 /// flight, a kept error, a terminal index known before the state, a key the state
@@ -116,8 +121,9 @@ use crate::table::{
 /// A hit is one coarse clock read (a few nanoseconds), one hash of the key (from the borrowed strings), one
 /// shard lock held for the table lookup only (index, slot, and the key
 /// compared on the slot's cache line, or its path one pointer away if the key
-/// is longer than 42 bytes), and an `Arc` clone: no allocation, no string copy,
-/// no write to the entry (beyond its mark, once), and it returns an already completed
+/// is longer than 40 bytes), and an `Arc` clone: no allocation, no string copy,
+/// no write to the entry (beyond its last use, once per insertion into its
+/// shard), and it returns an already completed
 /// [`CoordinatorFuture::ready`]. Counters are plain per-shard integers updated
 /// under that lock. A miss clones the request and descriptor once into the call;
 /// if the inner call answers at once, that is all (no task, no waiter

@@ -8,7 +8,8 @@
 //! sighting of a stream costs an RPC.
 //!
 //! - Key `(project, path)`; bounded by entry count ([`DEFAULT_SIZE`]), evicting
-//!   entries not used recently first (second-chance LRU); every entry lives a fixed
+//!   entries not used recently first (LRU that learns to drop streams seen
+//!   once sooner when that would have saved a miss); every entry lives a fixed
 //!   time from its creation ([`DEFAULT_EXPIRATION`]).
 //! - Successes and permanent errors are kept (permanent errors for a shorter
 //!   time if [`CacheBuilder::error_expiration`] says so); transient errors go

@@ -1,5 +1,5 @@
 //! The sharded table and the per-entry state machine: keys, slots, cold records,
-//! and CLOCK eviction.
+//! and the eviction order.
 //!
 //! # Layout
 //!
@@ -7,9 +7,9 @@
 //! hash table of slab indexes ([`IndexTable`], hashbrown's `HashTable` of `u16` or
 //! `u32`). No allocation per entry: a 64-byte slot (one cache line) and about 2.3
 //! bytes of table (4.6 for shards of more than 65,536 entries). A slot holds
-//! what a hit needs: the deadline, the second-chance bit, the kept state, and
-//! its key: a copy of the key's bytes when project and path together take at
-//! most 42, else the path's `Arc` (one pointer away; the project is then the
+//! what a hit needs: the deadline, the used bit and last-use tick (below), the
+//! kept state, and its key: a copy of the key's bytes when project and path
+//! together take at most 40, else the path's `Arc` (one pointer away; the project is then the
 //! kept state's, on the line a hit reads anyway for the state's reference
 //! count, and a name the shard's states share, below) with 32 bits of the
 //! key's hash (recomputed from the copy for a short key), so that growing the
@@ -30,11 +30,38 @@
 //!
 //! # Eviction
 //!
-//! Second chance ("CLOCK"): a hand walks the slab; a slot used since the hand last
-//! passed it (its referenced bit is set) is spared and its bit cleared, any other
-//! (or an expired one) is the victim. Its index is reused for the new entry, which
-//! the hand then reaches last. Slots are never freed otherwise, so the slab is
-//! dense and its length is the entry count.
+//! Least recently used first, per shard, with one adaptive twist. Each shard
+//! counts ticks (its epoch: one per new or reset entry, one per collection
+//! below); a hit writes the current tick into its slot, only if it changed
+//! (so hits between two insertions write nothing after the first, and a
+//! workload of hits alone never writes), and sets the slot's used bit once.
+//! An entry's age is the ticks since its last use; entries used between the
+//! same two insertions tie.
+//!
+//! To make room, a shard takes the next of its *candidates*: an eighth of its
+//! entries, collected by one scan of the slab (a bounded heap) when the list
+//! runs out, ranked expired first and then oldest first, each valid while its
+//! slot still has the tick it had when collected. The collection advances the
+//! counter, so an entry used since is skipped (stale). Entries that were not
+//! candidates were younger than every candidate then, and only grew younger,
+//! so the first valid candidate is the shard's least recently used entry: the
+//! order is exact LRU at tick resolution, at a scan's cost of a few slot reads
+//! per eviction. [`Shard::invalidate`] pushes the entry as the next candidate.
+//!
+//! The twist: an entry never used since it was made (one request so far)
+//! counts as older by a *bonus* of ticks, which the shard learns from its
+//! mistakes. It remembers recently evicted keys in a small direct-mapped table
+//! of hashes (one bucket per 64 entries of capacity, with a bit saying whether
+//! the key had been used): when a used one comes back, LRU order evicted an
+//! entry with a history too early, and the bonus grows by 1/64 of the capacity
+//! (at most the capacity); when a never-used one comes back, it shrinks by as
+//! much (at least zero). It starts at zero, and when LRU makes no mistakes no
+//! ghost ever returns, so it stays there: plain LRU. On a collector's trace
+//! (new streams arriving over time, most seen a few times) a small cache
+//! learns to drop one-request streams sooner.
+//!
+//! The victim's index is reused for the new entry. Slots are never freed
+//! otherwise, so the slab is dense and its length is the entry count.
 //!
 //! # The state machine
 //!
@@ -45,7 +72,8 @@
 //! check: attempt ids are unique per shard, and a slot reused by another key, or
 //! reset on expiry, holds another attempt or none).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
@@ -139,8 +167,9 @@ const DEADLINE: u64 = MAX_NANOS;
 const KEYED: u64 = 1 << 61;
 /// Set if the slot has a cold record.
 const COLD: u64 = 1 << 62;
-/// The second-chance bit.
-const REFERENCED: u64 = 1 << 63;
+/// Set once the entry has been used (found live) since it was made: an entry
+/// without it is one request old (see the module docs on eviction).
+const USED: u64 = 1 << 63;
 
 /// `a == b`: whole words, the last one overlapping the one before, with no
 /// early exit and no call (a call to `memcmp` costs more than the comparison
@@ -169,28 +198,38 @@ fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The most key bytes (project and path together) a slot holds a copy of.
-const INLINE: usize = 42;
+const INLINE: usize = 40;
+
+/// A shard's use counter: the value of [`Order::epoch`] when an entry was last
+/// used (see the module docs on eviction).
+type Tick = u32;
 
 /// A slot's hold on its key: a copy of a short key's bytes, compared on the
 /// slot's own cache line; for a longer key, its path's `Arc` (one pointer
 /// away; the project is the kept state's or the cold record's) and the key's
-/// short hash. 48 bytes.
+/// short hash. Each form also carries the entry's last-use [`Tick`], in what
+/// would otherwise be padding. 48 bytes.
 enum SlotKey {
     /// A placeholder slot.
-    None,
+    None { tick: Tick },
     /// Project and path, at most [`INLINE`] bytes together.
     Inline {
+        tick: Tick,
         project_len: u8,
         path_len: u8,
         bytes: [u8; INLINE],
     },
     /// A longer key: its path (the first request's `Arc`, or the kept state's
     /// once it carries an equal one) and [`short_hash`] of the key.
-    Shared { path: StreamPath, hash: u32 },
+    Shared {
+        tick: Tick,
+        hash: u32,
+        path: StreamPath,
+    },
 }
 
 impl SlotKey {
-    fn new(project: &str, path: &StreamPath, hash: u32) -> Self {
+    fn new(project: &str, path: &StreamPath, hash: u32, tick: Tick) -> Self {
         let (p, s) = (project.as_bytes(), path.as_str().as_bytes());
         let total = p.len() + s.len();
         match (u8::try_from(p.len()), u8::try_from(s.len())) {
@@ -199,15 +238,43 @@ impl SlotKey {
                 bytes[..p.len()].copy_from_slice(p);
                 bytes[p.len()..total].copy_from_slice(s);
                 SlotKey::Inline {
+                    tick,
                     project_len,
                     path_len,
                     bytes,
                 }
             }
             _ => SlotKey::Shared {
-                path: path.clone(),
+                tick,
                 hash,
+                path: path.clone(),
             },
+        }
+    }
+
+    /// The entry's last-use tick.
+    #[inline]
+    fn tick(&self) -> Tick {
+        match self {
+            SlotKey::None { tick }
+            | SlotKey::Inline { tick, .. }
+            | SlotKey::Shared { tick, .. } => *tick,
+        }
+    }
+
+    /// Records a use at `now`. Writes only if the tick changes, so hits between
+    /// two insertions leave the slot's memory untouched after the first (no
+    /// cache-line traffic between threads).
+    #[inline]
+    fn use_at(&mut self, now: Tick) {
+        match self {
+            SlotKey::None { tick }
+            | SlotKey::Inline { tick, .. }
+            | SlotKey::Shared { tick, .. } => {
+                if *tick != now {
+                    *tick = now;
+                }
+            }
         }
     }
 
@@ -225,11 +292,12 @@ impl SlotKey {
     /// are on the slot's line).
     fn short_hash(&self, hasher: &KeyHasher) -> u32 {
         match self {
-            SlotKey::None => 0,
+            SlotKey::None { .. } => 0,
             SlotKey::Inline {
                 project_len,
                 path_len,
                 bytes,
+                ..
             } => {
                 let (p, s) = Self::inline_parts(*project_len, *path_len, bytes);
                 short_hash(hash_parts(hasher, p, s))
@@ -263,33 +331,151 @@ impl Slot {
         self.meta & DEADLINE
     }
 
-    /// Marks the slot used. Writes only if the bit is not set yet, so repeated
-    /// hits leave the slot's memory untouched (no cache-line traffic between
-    /// threads).
+    /// Records a hit at `now`: sets the used bit and the last-use tick, each
+    /// written only if it changes (so repeated hits leave the slot's memory
+    /// untouched: no cache-line traffic between threads).
     #[inline]
-    fn mark_referenced(&mut self) {
-        if self.meta & REFERENCED == 0 {
-            self.meta |= REFERENCED;
+    fn use_at(&mut self, now: Tick) {
+        if self.meta & USED == 0 {
+            self.meta |= USED;
         }
-    }
-
-    /// Clears the second-chance bit; returns whether it was set.
-    fn take_referenced(&mut self) -> bool {
-        let was = self.meta & REFERENCED != 0;
-        self.meta &= !REFERENCED;
-        was
+        self.key.use_at(now);
     }
 
     /// A fresh entry expiring at `deadline`, its key in its cold record (and
     /// `key` here).
-    fn fresh(deadline: u64, referenced: bool, key: SlotKey) -> Self {
+    fn fresh(deadline: u64, used: bool, key: SlotKey) -> Self {
         Slot {
-            meta: (deadline & DEADLINE) | COLD | KEYED | if referenced { REFERENCED } else { 0 },
+            meta: (deadline & DEADLINE) | COLD | KEYED | if used { USED } else { 0 },
             state: None,
             key,
             #[cfg(test)]
             generation: crate::model_check::seams::next_generation(),
         }
+    }
+}
+
+/// A shard collects this fraction of its entries as eviction candidates at a
+/// time (so a collection's scan costs a few slot reads per eviction).
+const CANDIDATE_FRACTION: usize = 8;
+/// A shard remembers about this fraction of its capacity in recently evicted
+/// keys ("ghosts").
+const GHOST_FRACTION: usize = 64;
+/// A returning ghost moves [`Order::bonus`] by this fraction of the capacity.
+const BONUS_STEP_FRACTION: usize = 64;
+
+/// A shard's eviction order (see the module docs): the use counter, the
+/// candidates collected for the next evictions, and the adaptive bonus with
+/// the ghosts that steer it.
+#[derive(Default)]
+struct Order {
+    /// The use counter: advanced by every new (or reset) entry and every
+    /// collection, and written into an entry's slot when it is used.
+    epoch: Tick,
+    /// How many ticks older than it is an entry without the used bit counts.
+    bonus: u32,
+    /// Candidates ([`candidate`]: index and the tick it had), the next victim
+    /// last.
+    candidates: Vec<u64>,
+    /// Recently evicted keys, one per bucket (made at the first eviction):
+    /// the key's short hash with bit 1 set, and bit 0 set if it was never used.
+    ghosts: Vec<u32>,
+}
+
+/// An eviction candidate: slot `i`, valid while the slot's tick is `tick`.
+fn candidate(i: Index, tick: Tick) -> u64 {
+    (u64::from(i) << 32) | u64::from(tick)
+}
+
+impl Order {
+    /// Advances the use counter; returns the new tick.
+    fn advance(&mut self) -> Tick {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch
+    }
+
+    /// Collects the next candidates: the [`CANDIDATE_FRACTION`] of `slots`
+    /// ranked first for eviction (expired ones, then by age in ticks, the
+    /// bonus added for entries never used), the first last. Advances the
+    /// counter, so that any later use makes a candidate stale.
+    fn collect(&mut self, slots: &[Slot], now: u64) {
+        let epoch = self.advance();
+        let k = (slots.len() / CANDIDATE_FRACTION).max(1);
+        let spare: Vec<Reverse<u64>> = std::mem::take(&mut self.candidates)
+            .into_iter()
+            .map(Reverse)
+            .collect();
+        let mut heap = BinaryHeap::from(spare);
+        for (i, slot) in slots.iter().enumerate() {
+            let rank = if slot.deadline() <= now {
+                u32::MAX
+            } else {
+                let age = epoch.wrapping_sub(slot.key.tick());
+                let bonus = if slot.meta & USED == 0 { self.bonus } else { 0 };
+                age.saturating_add(bonus).min(u32::MAX - 1)
+            };
+            // `i < 2^32` (see `Shard::new`).
+            let ranked = (u64::from(rank) << 32) | i as u64;
+            if heap.len() < k {
+                heap.push(Reverse(ranked));
+            } else if let Some(mut least) = heap.peek_mut()
+                && ranked > least.0
+            {
+                *least = Reverse(ranked);
+            }
+        }
+        let mut ranked: Vec<u64> = heap.into_vec().into_iter().map(|r| r.0).collect();
+        ranked.sort_unstable();
+        for c in &mut ranked {
+            let i = *c as Index;
+            *c = candidate(i, slots.get(i as usize).map_or(0, |s| s.key.tick()));
+        }
+        self.candidates = ranked;
+    }
+
+    /// The ghost bucket of `short` (the ghosts made on first use, sized for a
+    /// shard of `capacity`).
+    fn ghost(&mut self, short: u32, capacity: usize) -> Option<&mut u32> {
+        if self.ghosts.is_empty() {
+            let buckets = (capacity / GHOST_FRACTION).max(1).next_power_of_two();
+            self.ghosts = vec![0; buckets];
+        }
+        let mask = self.ghosts.len() - 1;
+        self.ghosts.get_mut(short.rotate_left(16) as usize & mask)
+    }
+
+    /// Remembers an evicted key, and whether it was ever used.
+    fn forget(&mut self, short: u32, unused: bool, capacity: usize) {
+        if let Some(ghost) = self.ghost(short, capacity) {
+            *ghost = (short | 2) & !1 | u32::from(unused);
+        }
+    }
+
+    /// A new entry for `short`: if it is a ghost, the eviction that dropped it
+    /// was a mistake. A never-used one returning lowers the bonus (LRU order
+    /// was right); a used one returning raises it (one-request entries should
+    /// have gone first).
+    fn returned(&mut self, short: u32, capacity: usize) {
+        if self.ghosts.is_empty() {
+            return; // nothing evicted yet
+        }
+        let Some(ghost) = self.ghost(short, capacity) else {
+            return;
+        };
+        if *ghost | 1 != short | 3 {
+            return;
+        }
+        let unused = *ghost & 1 == 1;
+        *ghost = 0;
+        let max = u32::try_from(capacity).unwrap_or(u32::MAX);
+        let step = u32::try_from(capacity / BONUS_STEP_FRACTION)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        self.bonus = if unused {
+            self.bonus.saturating_sub(step)
+        } else {
+            self.bonus.saturating_add(step).min(max)
+        };
     }
 }
 
@@ -462,7 +648,7 @@ pub(crate) struct Cleared {
     _colds: HashMap<Index, Cold, KeyHasher>,
 }
 
-/// One shard: slab, index table, cold records, eviction hand, and the rest.
+/// One shard: slab, index table, cold records, eviction order, and the rest.
 pub(crate) struct Shard {
     table: IndexTable,
     slots: Vec<Slot>,
@@ -471,8 +657,8 @@ pub(crate) struct Shard {
     /// most [`MAX_PROJECTS`]), so that they share one allocation instead of
     /// each keeping the one its first request decoded.
     projects: HashTable<ProjectName>,
-    /// The next slot the eviction scan looks at.
-    hand: usize,
+    /// The eviction order's state (see the module docs).
+    order: Order,
     pub(crate) state: ShardState,
 }
 
@@ -545,11 +731,12 @@ fn slot_is(
         return false;
     };
     match &slot.key {
-        SlotKey::None => return false,
+        SlotKey::None { .. } => return false,
         SlotKey::Inline {
             project_len,
             path_len,
             bytes,
+            ..
         } => {
             let (p, s) = SlotKey::inline_parts(*project_len, *path_len, bytes);
             return bytes_eq(s, path.as_bytes()) && bytes_eq(p, project.as_bytes());
@@ -589,7 +776,7 @@ impl Shard {
             slots: Vec::new(),
             colds: HashMap::with_hasher(hasher),
             projects: HashTable::new(),
-            hand: 0,
+            order: Order::default(),
             state: ShardState {
                 capacity,
                 counters: Counters::default(),
@@ -627,6 +814,7 @@ impl Shard {
             table,
             slots,
             colds,
+            order,
             state,
             ..
         } = self;
@@ -634,7 +822,7 @@ impl Shard {
         if let Some(i) = table.find(table_hash(short), |i| slot_is(slots, colds, i, p, s)) {
             let slot = &mut slots[i as usize];
             if time.before(slot.deadline()) {
-                slot.mark_referenced();
+                slot.use_at(order.epoch);
                 if slot.meta & COLD != 0
                     && let Some(cold) = colds.get_mut(&i)
                     && cold.forget_expired_errors(time.exact())
@@ -649,7 +837,8 @@ impl Shard {
             // of the eviction order). An attempt still in flight for the old
             // entry keeps its waiters; its completion finds another attempt or
             // none here.
-            let key = std::mem::replace(&mut slot.key, SlotKey::None);
+            let mut key = std::mem::replace(&mut slot.key, SlotKey::None { tick: 0 });
+            key.use_at(order.advance());
             *slot = Slot::fresh(time.after(lifetime), true, key);
             let (cold, attempt) = Cold::fresh(project, path, start, state);
             colds.insert(i, cold);
@@ -657,6 +846,7 @@ impl Shard {
         }
         let now = time.exact();
         let deadline = time.after(lifetime);
+        self.order.returned(short, self.state.capacity);
         let evicted = self.slots.len() >= self.state.capacity;
         let i = if evicted {
             self.evict(now)
@@ -667,10 +857,12 @@ impl Shard {
             table,
             slots,
             colds,
+            order,
             state,
             ..
         } = self;
-        slots[i as usize] = Slot::fresh(deadline, false, SlotKey::new(p, path, short));
+        let key = SlotKey::new(p, path, short, order.advance());
+        slots[i as usize] = Slot::fresh(deadline, false, key);
         let (cold, attempt) = Cold::fresh(project, path, start, state);
         colds.insert(i, cold);
         let hasher = *colds.hasher();
@@ -702,10 +894,16 @@ impl Shard {
         let Some(i) = found else {
             return false;
         };
+        let bound = slots.len() / CANDIDATE_FRACTION;
         let slot = &mut slots[i as usize];
         // Deadline zero: expired at any time (a real deadline is at least the
         // clock's one-day epoch offset plus an expiration).
-        slot.meta &= !(DEADLINE | REFERENCED);
+        slot.meta &= !DEADLINE;
+        // The next eviction takes it first (within the list's usual bound; past
+        // it, the next collection ranks it first).
+        if self.order.candidates.len() <= bound {
+            self.order.candidates.push(candidate(i, slot.key.tick()));
+        }
         true
     }
 
@@ -723,7 +921,7 @@ impl Shard {
             _slots: std::mem::take(&mut self.slots),
             _colds: std::mem::replace(&mut self.colds, HashMap::with_hasher(hasher)),
         };
-        self.hand = 0;
+        self.order.candidates.clear();
         (cleared, len)
     }
 
@@ -736,35 +934,41 @@ impl Shard {
             self.slots.reserve_exact(more);
         }
         let i = self.slots.len();
-        self.slots.push(Slot::fresh(0, false, SlotKey::None));
+        self.slots
+            .push(Slot::fresh(0, false, SlotKey::None { tick: 0 }));
         // `i < capacity <= 2^32` (see `Shard::new`).
         i as Index
     }
 
-    /// Removes the entry the CLOCK hand picks (see the module docs) and returns
-    /// its slot's index for reuse. The shard must not be empty.
+    /// Removes the entry the eviction order picks (see the module docs) and
+    /// returns its slot's index for reuse. The shard must not be empty.
     fn evict(&mut self, now: u64) -> Index {
-        let len = self.slots.len();
-        // Every step clears a bit or stops, so this ends within 2 * len + 1 steps.
         let victim = loop {
-            let i = self.hand % len;
-            self.hand = (i + 1) % len;
-            let slot = &mut self.slots[i];
-            let referenced = slot.take_referenced();
-            if !referenced || slot.deadline() <= now {
-                break i as Index;
+            match self.order.candidates.pop() {
+                Some(c) => {
+                    let (i, tick) = ((c >> 32) as Index, c as Tick);
+                    // Still the entry it was, unused since (or expired anyway).
+                    if let Some(slot) = self.slots.get(i as usize)
+                        && (slot.key.tick() == tick || slot.deadline() <= now)
+                    {
+                        break i;
+                    }
+                }
+                // The first candidate collected is valid, so this ends.
+                None => self.order.collect(&self.slots, now),
             }
         };
-        let hash = table_hash(
-            self.slots[victim as usize]
-                .key
-                .short_hash(self.colds.hasher()),
-        );
-        self.table.remove(hash, victim);
+        let slot = &self.slots[victim as usize];
+        let short = slot.key.short_hash(self.colds.hasher());
+        if slot.deadline() > now {
+            self.order
+                .forget(short, slot.meta & USED == 0, self.state.capacity);
+        }
+        self.table.remove(table_hash(short), victim);
         self.colds.remove(&victim);
         let slot = &mut self.slots[victim as usize];
         slot.state = None;
-        slot.key = SlotKey::None;
+        slot.key = SlotKey::None { tick: 0 };
         victim
     }
 
@@ -1336,12 +1540,16 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_hand_spares_used_entries_once() {
+    fn the_least_recently_used_entry_goes() {
         let mut f = Fixture::new(4);
         for path in ["p/+/a", "p/+/b", "p/+/c", "p/+/d"] {
             f.register(path, 0);
         }
-        // a is used again: the hand spares it and takes b.
+        // Last uses, oldest first: c, d, b, a (a use's tick is the counter's,
+        // advanced by every insertion: here between the uses as well).
+        f.shard.order.advance();
+        assert_eq!(f.touch("p/+/b", 1).1, Found::Live);
+        f.shard.order.advance();
         assert_eq!(f.touch("p/+/a", 1).1, Found::Live);
         assert_eq!(
             f.touch("p/+/e", 2).1,
@@ -1350,35 +1558,157 @@ mod tests {
                 attempt: None
             }
         );
-        assert!(f.contains("p/+/a") && !f.contains("p/+/b"));
-        // Next: c (a's bit was cleared when it was spared, but the hand is past it).
-        assert_eq!(
-            f.touch("p/+/f", 3).1,
-            Found::New {
-                evicted: true,
-                attempt: None
-            }
+        assert!(!f.contains("p/+/c"));
+        f.touch("p/+/f", 3);
+        assert!(!f.contains("p/+/d"));
+        f.touch("p/+/g", 4);
+        assert!(!f.contains("p/+/b"));
+        assert!(
+            ["p/+/a", "p/+/e", "p/+/f", "p/+/g"]
+                .iter()
+                .all(|p| f.contains(p))
         );
-        assert!(!f.contains("p/+/c") && f.contains("p/+/d"));
         assert_eq!(f.shard.len(), 4);
     }
 
     #[test]
-    fn when_every_entry_was_used_the_oldest_inserted_goes() {
-        // Fill s0..s3, use s3, s2, s1, s0, insert s4. Exact LRU would drop s3
-        // (used least recently). CLOCK keeps one bit of history: the hand clears
-        // every bit on its way round and takes the slot it started from, s0:
-        // the oldest inserted, though the most recently used.
+    fn when_every_entry_was_used_the_least_recently_used_goes() {
+        // Fill s0..s3, use s3, s2, s1, s0, insert s4: s3 goes (CLOCK, with one
+        // bit of history, would take s0, the most recently used).
         let mut f = Fixture::new(4);
         for k in 0..4 {
             f.register(&format!("p/+/s{k}"), 0);
         }
         for k in (0..4).rev() {
+            // An insertion between uses, so each use has its own tick.
             assert_eq!(f.touch(&format!("p/+/s{k}"), 1).1, Found::Live);
+            f.shard.order.advance();
         }
         f.touch("p/+/s4", 2);
+        assert!(!f.contains("p/+/s3"));
+        assert!(
+            [0, 1, 2, 4]
+                .iter()
+                .all(|k| f.contains(&format!("p/+/s{k}")))
+        );
+    }
+
+    #[test]
+    fn a_candidate_used_after_collection_is_spared() {
+        let mut f = Fixture::new(16);
+        for k in 0..16 {
+            f.register(&format!("p/+/s{k}"), 0);
+        }
+        // The first eviction collects the two oldest (s0, s1) and takes s0.
+        f.touch("p/+/new0", 1);
         assert!(!f.contains("p/+/s0"));
-        assert!((1..=4).all(|k| f.contains(&format!("p/+/s{k}"))));
+        assert_eq!(f.shard.order.candidates.len(), 1);
+        // s1 is used: its candidacy is stale, and the next oldest goes.
+        assert_eq!(f.touch("p/+/s1", 2).1, Found::Live);
+        f.touch("p/+/new1", 3);
+        assert!(f.contains("p/+/s1") && !f.contains("p/+/s2"));
+    }
+
+    #[test]
+    fn an_invalidated_entry_goes_first() {
+        let mut f = Fixture::new(4);
+        for k in 0..4 {
+            f.register(&format!("p/+/s{k}"), 0);
+        }
+        let r = request("p/+/s3");
+        assert!(f.shard.invalidate(f.hash(&r), "proj", "p/+/s3"));
+        f.touch("p/+/s4", 1);
+        assert!(!f.contains("p/+/s3"));
+        assert!((0..3).all(|k| f.contains(&format!("p/+/s{k}"))));
+    }
+
+    #[test]
+    fn invalidations_without_evictions_keep_the_candidates_bounded() {
+        let mut f = Fixture::new(16);
+        for k in 0..16 {
+            f.register(&format!("p/+/s{k}"), 0);
+        }
+        let r = request("p/+/s0");
+        for now in 1..1000 {
+            assert!(f.shard.invalidate(f.hash(&r), "proj", "p/+/s0"));
+            assert!(matches!(f.touch("p/+/s0", now).1, Found::Expired { .. }));
+        }
+        assert!(f.shard.order.candidates.len() <= 3);
+    }
+
+    #[test]
+    fn an_unused_entry_counts_older_by_the_bonus() {
+        let slots = [
+            Slot::fresh(NEVER, true, SlotKey::None { tick: 50 }),
+            Slot::fresh(NEVER, false, SlotKey::None { tick: 80 }),
+        ];
+        let mut order = Order {
+            epoch: 100,
+            ..Order::default()
+        };
+        // Ages 51 (used) and 21: the used one is older.
+        order.collect(&slots, 0);
+        assert_eq!(order.candidates, [candidate(0, 50)]);
+        // With a bonus of 40 the unused one counts as 61.
+        order.bonus = 40;
+        order.candidates.clear();
+        order.collect(&slots, 0);
+        assert_eq!(order.candidates, [candidate(1, 80)]);
+        // An expired entry ranks first whatever its age.
+        let expired = [
+            Slot::fresh(NEVER, false, SlotKey::None { tick: 0 }),
+            Slot::fresh(5, true, SlotKey::None { tick: 101 }),
+        ];
+        order.candidates.clear();
+        order.collect(&expired, 5);
+        assert_eq!(order.candidates, [candidate(1, 101)]);
+    }
+
+    #[test]
+    fn returning_ghosts_steer_the_bonus() {
+        let capacity = 256; // bonus steps of 4, 4 ghost buckets
+        let mut order = Order::default();
+        order.returned(7, capacity);
+        assert_eq!(order.bonus, 0, "no ghosts before the first eviction");
+        // A used entry evicted and asked for again: raise.
+        order.forget(7 << 4, false, capacity);
+        order.returned(7 << 4, capacity);
+        assert_eq!(order.bonus, 4);
+        // A ghost counts once.
+        order.returned(7 << 4, capacity);
+        assert_eq!(order.bonus, 4);
+        // Another key in the same bucket is not the ghost.
+        order.forget(7 << 4, false, capacity);
+        order.returned(8 << 4, capacity);
+        assert_eq!(order.bonus, 4);
+        // A never-used entry evicted and asked for again: lower.
+        order.forget(9 << 4, true, capacity);
+        order.returned(9 << 4, capacity);
+        assert_eq!(order.bonus, 0);
+        order.forget(9 << 4, true, capacity);
+        order.returned(9 << 4, capacity);
+        assert_eq!(order.bonus, 0, "never below zero");
+        for _ in 0..100 {
+            order.forget(3, false, capacity);
+            order.returned(3, capacity);
+        }
+        assert_eq!(order.bonus, 256, "never above the capacity");
+    }
+
+    #[test]
+    fn a_used_entry_evicted_and_asked_for_again_raises_the_bonus() {
+        let mut f = Fixture::new(128);
+        for k in 0..128 {
+            f.register(&format!("p/+/s{k}"), 0);
+            f.touch(&format!("p/+/s{k}"), 0);
+        }
+        f.touch("p/+/new", 1);
+        let gone = (0..128)
+            .find(|k| !f.contains(&format!("p/+/s{k}")))
+            .expect("one was evicted");
+        assert_eq!(f.shard.order.bonus, 0);
+        f.touch(&format!("p/+/s{gone}"), 2);
+        assert_eq!(f.shard.order.bonus, 2);
     }
 
     #[test]
@@ -1392,7 +1722,7 @@ mod tests {
         f.register("p/+/young", 5);
         f.touch("p/+/young", 6);
         f.touch("p/+/old", 7); // used, still live
-        // At 20 the old entry has expired: the hand takes it although it was used.
+        // At 20 the old entry has expired: it goes, although used more recently.
         f.touch("p/+/new", 20);
         assert!(!f.contains("p/+/old"));
         assert!(f.contains("p/+/young") && f.contains("p/+/new"));
