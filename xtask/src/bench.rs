@@ -384,10 +384,11 @@ fn fill_ratios(rows: &mut [Row]) {
 /// Orders rows as the cache bench runs its workloads (others after, by name),
 /// then candidates as [`CANDIDATES`], then metrics as criterion's first.
 fn sort_rows(rows: &mut [Row]) {
-    const WORKLOADS: [&str; 9] = [
+    const WORKLOADS: [&str; 10] = [
         "hit/1-thread",
         "hit/2-threads",
         "miss",
+        "miss/full-cache",
         "mixed/",
         "hit/1-thread-long-keys",
         "hit/1-thread-same-requests",

@@ -19,6 +19,9 @@
 //!   `register_stream` of a stream never seen (a miss that inserts), repeated;
 //! - `miss`: `register_stream` on keys never seen, zero-latency inner coordinator
 //!   (a fresh cache per 65,536 keys, built and dropped outside the timing);
+//! - `miss/full-cache`: the same on a cache of 16,384 entries filled beforehand
+//!   (outside the timing), so that every miss evicts an entry (the floor never
+//!   evicts: its row is the insert alone);
 //! - `coalesce/10000-callers-1ms`: 10,000 tasks on a 2-worker Tokio runtime
 //!   register one key against an inner call that takes 1 ms; records the inner
 //!   calls each candidate made (ours must make exactly one).
@@ -129,13 +132,24 @@ fn hit_2_threads<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
     assert_eq!(inner.calls(), calls, "{}: every call was a hit", C::NAME);
 }
 
-fn miss<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
+/// The size of the cache `miss/full-cache` fills before timing.
+const FULL_CACHE: usize = 1 << 14;
+
+/// Misses on a fresh cache (`full`: one of [`FULL_CACHE`] entries, filled
+/// beforehand, so that every miss evicts).
+fn miss<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>, full: bool) {
     const POOL: usize = 1 << 16;
     let pool = requests(1_000_000..1_000_000 + POOL as u64);
+    let fill = if full {
+        requests(3_000_000..3_000_000 + FULL_CACHE as u64)
+    } else {
+        Vec::new()
+    };
     // States are built before timing, one per key, so the timed loop measures the
     // cache's insert path rather than the inner call's allocations.
     let states = pool
         .iter()
+        .chain(&fill)
         .map(|r| (r.path.clone(), Arc::new(state_for(r))))
         .collect();
     let inner = Arc::new(Remote::immediate(Answers::Prebuilt(states)));
@@ -146,7 +160,14 @@ fn miss<C: Candidate>(group: &mut BenchmarkGroup<'_, WallTime>) {
             while left > 0 {
                 let n = left.min(POOL);
                 // A fresh cache per chunk (not timed), so that every call is a miss.
-                let cache = C::build(Arc::clone(&inner), DEFAULT_SIZE);
+                let cache = C::build(
+                    Arc::clone(&inner),
+                    if full { FULL_CACHE } else { DEFAULT_SIZE },
+                );
+                for r in &fill {
+                    register(&cache, r);
+                }
+                cache.settle();
                 let start = Instant::now();
                 for r in &pool[..n] {
                     black_box(register(&cache, r));
@@ -293,7 +314,12 @@ fn hits_and_misses(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("miss");
     group.throughput(Throughput::Elements(1));
-    for_each_candidate!(miss(&mut group));
+    for_each_candidate!(miss(&mut group, false));
+    group.finish();
+
+    let mut group = c.benchmark_group("miss/full-cache");
+    group.throughput(Throughput::Elements(1));
+    for_each_candidate!(miss(&mut group, true));
     group.finish();
 
     let mut group = c.benchmark_group("mixed/95-hit-5-miss");
