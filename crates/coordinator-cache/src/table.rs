@@ -941,7 +941,7 @@ impl Shard {
     }
 
     /// Removes the entry the eviction order picks (see the module docs) and
-    /// returns its slot's index for reuse. The shard must not be empty.
+    /// returns its slot's index for reuse (a new slot if the shard is empty).
     fn evict(&mut self, now: u64) -> Index {
         let victim = loop {
             match self.order.candidates.pop() {
@@ -955,7 +955,13 @@ impl Shard {
                     }
                 }
                 // The first candidate collected is valid, so this ends.
-                None => self.order.collect(&self.slots, now),
+                None => {
+                    self.order.collect(&self.slots, now);
+                    if self.order.candidates.is_empty() {
+                        // An empty shard (capacity is at least 1, so never).
+                        return self.push();
+                    }
+                }
             }
         };
         let slot = &self.slots[victim as usize];
@@ -1407,6 +1413,16 @@ mod tests {
             }
         }
 
+        /// A shard of `capacity` entries, full: `p/+/s0` .. registered at time 0,
+        /// in order.
+        fn full(capacity: usize) -> Self {
+            let mut f = Fixture::new(capacity);
+            for k in 0..capacity {
+                f.register(&format!("p/+/s{k}"), 0);
+            }
+            f
+        }
+
         fn hash(&self, r: &RegisterRequest) -> u64 {
             hash_key(&self.hasher, r.project.as_str(), r.path.as_str())
         }
@@ -1575,10 +1591,7 @@ mod tests {
     fn when_every_entry_was_used_the_least_recently_used_goes() {
         // Fill s0..s3, use s3, s2, s1, s0, insert s4: s3 goes (CLOCK, with one
         // bit of history, would take s0, the most recently used).
-        let mut f = Fixture::new(4);
-        for k in 0..4 {
-            f.register(&format!("p/+/s{k}"), 0);
-        }
+        let mut f = Fixture::full(4);
         for k in (0..4).rev() {
             // An insertion between uses, so each use has its own tick.
             assert_eq!(f.touch(&format!("p/+/s{k}"), 1).1, Found::Live);
@@ -1595,10 +1608,7 @@ mod tests {
 
     #[test]
     fn a_candidate_used_after_collection_is_spared() {
-        let mut f = Fixture::new(16);
-        for k in 0..16 {
-            f.register(&format!("p/+/s{k}"), 0);
-        }
+        let mut f = Fixture::full(16);
         // The first eviction collects the two oldest (s0, s1) and takes s0.
         f.touch("p/+/new0", 1);
         assert!(!f.contains("p/+/s0"));
@@ -1611,10 +1621,7 @@ mod tests {
 
     #[test]
     fn an_invalidated_entry_goes_first() {
-        let mut f = Fixture::new(4);
-        for k in 0..4 {
-            f.register(&format!("p/+/s{k}"), 0);
-        }
+        let mut f = Fixture::full(4);
         let r = request("p/+/s3");
         assert!(f.shard.invalidate(f.hash(&r), "proj", "p/+/s3"));
         f.touch("p/+/s4", 1);
@@ -1624,10 +1631,7 @@ mod tests {
 
     #[test]
     fn invalidations_without_evictions_keep_the_candidates_bounded() {
-        let mut f = Fixture::new(16);
-        for k in 0..16 {
-            f.register(&format!("p/+/s{k}"), 0);
-        }
+        let mut f = Fixture::full(16);
         let r = request("p/+/s0");
         for now in 1..1000 {
             assert!(f.shard.invalidate(f.hash(&r), "proj", "p/+/s0"));
