@@ -970,8 +970,11 @@ impl Shard {
             self.order
                 .forget(short, slot.meta & USED == 0, self.state.capacity);
         }
+        let cold = slot.meta & COLD != 0;
         self.table.remove(table_hash(short), victim);
-        self.colds.remove(&victim);
+        if cold {
+            self.colds.remove(&victim);
+        }
         let slot = &mut self.slots[victim as usize];
         slot.state = None;
         slot.key = SlotKey::None { tick: 0 };
