@@ -49,10 +49,13 @@ use crate::table::{
 /// Eviction takes expired entries first, then the least recently used, with
 /// one adaptive twist: an entry used only once so far (by the request that
 /// made it) counts as older by a bonus that starts at zero and that the cache
-/// learns from recently evicted keys that come back. A used one coming back
-/// raises it (one-request entries should have gone first), a never-used one
-/// lowers it. So a cache large enough for LRU to make no mistakes stays plain
-/// LRU, and a small one learns to drop the streams seen once sooner. Recency
+/// learns from recently evicted keys ("ghosts") that come back. A key asked
+/// for again while still a ghost comes back as used (it has a history); a used
+/// ghost coming back raises the bonus (one-request entries should have gone
+/// first), a never-used one lowers it. So a cache large enough for LRU to make
+/// no mistakes stays plain LRU, and a small one learns to drop the streams
+/// seen once quickly and keep those that come back. The ghosts take 1 byte per
+/// entry of capacity once the cache has evicted. Recency
 /// is kept at the resolution of insertions: a hit records the shard's current
 /// insertion count in its slot, writing only if it changed, so a run of hits
 /// writes nothing to shared memory, which keeps them fast on many threads. A

@@ -9,7 +9,8 @@
 //!
 //! - Key `(project, path)`; bounded by entry count ([`DEFAULT_SIZE`]), evicting
 //!   entries not used recently first (LRU that learns to drop streams seen
-//!   once sooner when that would have saved a miss); every entry lives a fixed
+//!   once sooner, and to keep those that come back, when that would have saved
+//!   misses); every entry lives a fixed
 //!   time from its creation ([`DEFAULT_EXPIRATION`]).
 //! - Successes and permanent errors are kept (permanent errors for a shorter
 //!   time if [`CacheBuilder::error_expiration`] says so); transient errors go

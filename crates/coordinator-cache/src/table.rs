@@ -9,7 +9,8 @@
 //! bytes of table (4.6 for shards of more than 65,536 entries). A slot holds
 //! what a hit needs: the deadline, the used bit and last-use tick (below), the
 //! kept state, and its key: a copy of the key's bytes when project and path
-//! together take at most 40, else the path's `Arc` (one pointer away; the project is then the
+//! together take at most 40, else the path's `Arc` (one pointer away; the
+//! project is then the
 //! kept state's, on the line a hit reads anyway for the state's reference
 //! count, and a name the shard's states share, below) with 32 bits of the
 //! key's hash (recomputed from the copy for a short key), so that growing the
@@ -50,15 +51,18 @@
 //!
 //! The twist: an entry never used since it was made (one request so far)
 //! counts as older by a *bonus* of ticks, which the shard learns from its
-//! mistakes. It remembers recently evicted keys in a small direct-mapped table
-//! of hashes (one bucket per 64 entries of capacity, with a bit saying whether
-//! the key had been used): when a used one comes back, LRU order evicted an
-//! entry with a history too early, and the bonus grows by 1/64 of the capacity
-//! (at most the capacity); when a never-used one comes back, it shrinks by as
-//! much (at least zero). It starts at zero, and when LRU makes no mistakes no
-//! ghost ever returns, so it stays there: plain LRU. On a collector's trace
-//! (new streams arriving over time, most seen a few times) a small cache
-//! learns to drop one-request streams sooner.
+//! mistakes. It remembers recently evicted keys ("ghosts") in a direct-mapped
+//! table of hashes (one 4-byte bucket per 4 entries of capacity, made at the
+//! first eviction, with a bit saying whether the key had been used). A key that
+//! comes back while still a ghost is made used: it has a history, so it is
+//! not a one-request entry. And the eviction was a mistake: if the ghost had
+//! been used, LRU order dropped an entry with a history too early, and the
+//! bonus grows by 1/64 of the capacity (at most the capacity); if not, it
+//! shrinks by as much (at least zero). The bonus starts at zero, and when LRU
+//! makes no mistakes no ghost ever returns, so the order stays plain LRU. On a
+//! collector's trace (new streams arriving over time, most seen a few times,
+//! some at long intervals) a small cache learns to drop one-request streams
+//! quickly and keep the ones that came back.
 //!
 //! The victim's index is reused for the new entry. Slots are never freed
 //! otherwise, so the slab is dense and its length is the entry count.
@@ -359,8 +363,8 @@ impl Slot {
 /// time (so a collection's scan costs a few slot reads per eviction).
 const CANDIDATE_FRACTION: usize = 8;
 /// A shard remembers about this fraction of its capacity in recently evicted
-/// keys ("ghosts").
-const GHOST_FRACTION: usize = 64;
+/// keys ("ghosts"): one 4-byte bucket per 4 entries.
+const GHOST_FRACTION: usize = 4;
 /// A returning ghost moves [`Order::bonus`] by this fraction of the capacity.
 const BONUS_STEP_FRACTION: usize = 64;
 
@@ -451,19 +455,20 @@ impl Order {
         }
     }
 
-    /// A new entry for `short`: if it is a ghost, the eviction that dropped it
-    /// was a mistake. A never-used one returning lowers the bonus (LRU order
-    /// was right); a used one returning raises it (one-request entries should
-    /// have gone first).
-    fn returned(&mut self, short: u32, capacity: usize) {
+    /// A new entry for `short`: returns whether it is a ghost. If so, the
+    /// eviction that dropped it was a mistake (the caller makes the new entry
+    /// used: it has a history). A never-used one returning lowers the bonus
+    /// (LRU order was right); a used one returning raises it (one-request
+    /// entries should have gone first).
+    fn returned(&mut self, short: u32, capacity: usize) -> bool {
         if self.ghosts.is_empty() {
-            return; // nothing evicted yet
+            return false; // nothing evicted yet
         }
         let Some(ghost) = self.ghost(short, capacity) else {
-            return;
+            return false;
         };
         if *ghost | 1 != short | 3 {
-            return;
+            return false;
         }
         let unused = *ghost & 1 == 1;
         *ghost = 0;
@@ -476,6 +481,7 @@ impl Order {
         } else {
             self.bonus.saturating_add(step).min(max)
         };
+        true
     }
 }
 
@@ -846,7 +852,7 @@ impl Shard {
         }
         let now = time.exact();
         let deadline = time.after(lifetime);
-        self.order.returned(short, self.state.capacity);
+        let returning = self.order.returned(short, self.state.capacity);
         let evicted = self.slots.len() >= self.state.capacity;
         let i = if evicted {
             self.evict(now)
@@ -862,7 +868,7 @@ impl Shard {
             ..
         } = self;
         let key = SlotKey::new(p, path, short, order.advance());
-        slots[i as usize] = Slot::fresh(deadline, false, key);
+        slots[i as usize] = Slot::fresh(deadline, returning, key);
         let (cold, attempt) = Cold::fresh(project, path, start, state);
         colds.insert(i, cold);
         let hasher = *colds.hasher();
@@ -1673,31 +1679,33 @@ mod tests {
 
     #[test]
     fn returning_ghosts_steer_the_bonus() {
-        let capacity = 256; // bonus steps of 4, 4 ghost buckets
+        // Bonus steps of 4; small hashes all fall in ghost bucket 0 (the
+        // bucket comes from the high bits).
+        let capacity = 256;
         let mut order = Order::default();
-        order.returned(7, capacity);
+        assert!(!order.returned(7, capacity));
         assert_eq!(order.bonus, 0, "no ghosts before the first eviction");
         // A used entry evicted and asked for again: raise.
         order.forget(7 << 4, false, capacity);
-        order.returned(7 << 4, capacity);
+        assert!(order.returned(7 << 4, capacity));
         assert_eq!(order.bonus, 4);
         // A ghost counts once.
-        order.returned(7 << 4, capacity);
+        assert!(!order.returned(7 << 4, capacity));
         assert_eq!(order.bonus, 4);
         // Another key in the same bucket is not the ghost.
         order.forget(7 << 4, false, capacity);
-        order.returned(8 << 4, capacity);
+        assert!(!order.returned(8 << 4, capacity));
         assert_eq!(order.bonus, 4);
         // A never-used entry evicted and asked for again: lower.
         order.forget(9 << 4, true, capacity);
-        order.returned(9 << 4, capacity);
+        assert!(order.returned(9 << 4, capacity));
         assert_eq!(order.bonus, 0);
         order.forget(9 << 4, true, capacity);
         order.returned(9 << 4, capacity);
         assert_eq!(order.bonus, 0, "never below zero");
         for _ in 0..100 {
             order.forget(3, false, capacity);
-            order.returned(3, capacity);
+            assert!(order.returned(3, capacity));
         }
         assert_eq!(order.bonus, 256, "never above the capacity");
     }
@@ -1716,6 +1724,23 @@ mod tests {
         assert_eq!(f.shard.order.bonus, 0);
         f.touch(&format!("p/+/s{gone}"), 2);
         assert_eq!(f.shard.order.bonus, 2);
+    }
+
+    #[test]
+    fn an_evicted_key_asked_for_again_comes_back_used() {
+        // Capacity 4, so one ghost bucket: the last key evicted.
+        let mut f = Fixture::full(4);
+        f.touch("p/+/s4", 1); // evicts s0, never used
+        assert!(!f.contains("p/+/s0"));
+        // s0 comes back: it has a history, so it counts as used (and the
+        // bonus, lowered, stays zero: the order is LRU and s1 goes).
+        let (i, found) = f.touch("p/+/s0", 2);
+        assert!(matches!(found, Found::New { evicted: true, .. }));
+        assert!(!f.contains("p/+/s1"));
+        assert_ne!(f.shard.slots[i as usize].meta & USED, 0);
+        // A fresh key does not (its bucket holds s1's ghost, not its own).
+        let (j, _) = f.touch("p/+/s5", 3);
+        assert_eq!(f.shard.slots[j as usize].meta & USED, 0);
     }
 
     #[test]
