@@ -10,11 +10,10 @@
 //! what a hit needs: the deadline, the used bit and last-use tick (below), the
 //! kept state, and its key: a copy of the key's bytes when project and path
 //! together take at most 40, else the path's `Arc` (one pointer away; the
-//! project is then the
-//! kept state's, on the line a hit reads anyway for the state's reference
-//! count, and a name the shard's states share, below) with 32 bits of the
-//! key's hash (recomputed from the copy for a short key), so that growing the
-//! table or evicting never reads a key elsewhere. So a hit reads the index,
+//! project is then the kept state's, on the line a hit reads anyway for the
+//! state's reference count, and a name the shard's states share, below) with
+//! 32 bits of the key's hash (recomputed from the copy for a short key), so
+//! that growing the table or evicting never reads a key elsewhere. So a hit reads the index,
 //! one slot, the state's line and, for a long key, the path: never the chain
 //! from the slot through the state to its strings. Equal pointers only skip a
 //! comparison, so lookups with requests that share nothing with the kept
