@@ -3,8 +3,8 @@
 //! resident set (`/proc/self/statm`), divided by the entries it holds at the end:
 //!
 //! - `payload`: the keys and states alone, held in a `Vec` (what any cache must
-//!   keep: the path `Arc`, the state `Arc` with its 32-hex ID `Arc`, plus the
-//!   handles);
+//!   keep: the path's text, the state `Arc` with its 32-hex ID packed inside,
+//!   plus the handles);
 //! - `coordinator-cache`, `moka`, `quick_cache`, `floor`: the candidates of
 //!   `workload/mod.rs`, each built with `size = 1 << 20` and sent one register per
 //!   key (every one a miss).

@@ -346,7 +346,7 @@ fn permanent(serial: u64) -> Error {
 
 /// The serial a [`Remote`] state or error carries.
 fn serial_of_state(state: &LogStreamState) -> u64 {
-    u64::from_str_radix(state.id.as_str(), 16).expect("a model state's ID is its serial")
+    u64::from_str_radix(&state.id.as_str(), 16).expect("a model state's ID is its serial")
 }
 
 fn serial_of_error(error: &Error) -> u64 {

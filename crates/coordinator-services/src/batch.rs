@@ -889,7 +889,7 @@ mod tests {
     fn terminate(name: &str) -> TerminateRequest {
         let path = format!("pre/+/{name}");
         let id = StreamId::for_path(&path.parse().unwrap());
-        TerminateRequest::parse("proj", &path, id.as_str(), &SECRET, 5).unwrap()
+        TerminateRequest::parse("proj", &path, &id.as_str(), &SECRET, 5).unwrap()
     }
 
     /// The server's answer to a register entry: ID from the descriptor bytes

@@ -104,7 +104,7 @@ async fn serves_prpc_json_with_a_required_token() {
     assert_eq!(status, 200, "{text}");
     let json: serde_json::Value =
         serde_json::from_str(text.strip_prefix(")]}'\n").unwrap()).unwrap();
-    assert_eq!(json["id"], StreamId::for_path(&path).as_str());
+    assert_eq!(json["id"], *StreamId::for_path(&path).as_str());
 
     // `@0`: that prefix is registered already expired, the other one lives on.
     let expired: StreamPath = "old/+/stdout".parse().unwrap();

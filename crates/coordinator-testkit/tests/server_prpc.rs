@@ -262,7 +262,7 @@ async fn json_round_trip_with_xssi_prefix() {
     let answer = f.json("RegisterStream", body).await;
     let json = answer.json();
     let id = StreamId::for_path(&path("testing/+/j"));
-    assert_eq!(json["id"], id.as_str());
+    assert_eq!(json["id"], *id.as_str());
     assert_eq!(json["state"]["protoVersion"], "1");
     assert_eq!(
         json["state"]["secret"],
@@ -274,7 +274,7 @@ async fn json_round_trip_with_xssi_prefix() {
     let load = f
         .json(
             "LoadStream",
-            serde_json::json!({"project": "proj", "id": id.as_str(), "desc": true, "extra": 1}),
+            serde_json::json!({"project": "proj", "id": &*id.as_str(), "desc": true, "extra": 1}),
         )
         .await
         .json();
@@ -289,7 +289,7 @@ async fn json_round_trip_with_xssi_prefix() {
             "TerminateStream",
             serde_json::json!({
                 "project": "proj",
-                "id": id.as_str(),
+                "id": &*id.as_str(),
                 "secret": STANDARD.encode(f.secret.as_bytes()),
                 "terminal_index": "0",
             }),

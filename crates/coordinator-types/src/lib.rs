@@ -6,8 +6,9 @@
 //! [`Error`] that names the rule that failed and where (byte index, segment
 //! offset, path part).
 //!
-//! Clones are cheap: text types share one `Arc<str>`, and a [`PrefixSecret`] is 36
-//! inline bytes.
+//! Clones are cheap: text types share one allocation through a one-pointer
+//! handle, a [`StreamId`] in LogDog's hex form is 32 inline bytes, and a
+//! [`PrefixSecret`] is 36 inline bytes.
 //!
 //! The rules each type enforces, with examples, are in the behaviour contract,
 //! `docs/behaviour.md` §2, in the repository; stream IDs are defined in
@@ -39,7 +40,7 @@ mod secret;
 mod serde_impls;
 
 pub use error::{Error, Found, PathPart};
-pub use id::StreamId;
+pub use id::{IdText, StreamId};
 pub use index::MessageIndex;
 pub use name::{Namespaces, StreamName};
 pub use path::StreamPath;

@@ -3,6 +3,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use arcstr::ArcStr;
+
 use crate::{Error, Found, StreamPath};
 
 /// A validated LogDog stream name: one or more `/`-separated segments.
@@ -22,7 +24,7 @@ use crate::{Error, Found, StreamPath};
 /// # Ok::<(), coordinator_types::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamName(Arc<str>);
+pub struct StreamName(ArcStr);
 
 /// The separator between segments of a stream name.
 pub(crate) const SEP: u8 = b'/';
@@ -80,7 +82,7 @@ impl StreamName {
     }
 
     /// Wraps text that is already known to be valid.
-    pub(crate) fn from_valid(name: Arc<str>) -> Self {
+    pub(crate) fn from_valid(name: ArcStr) -> Self {
         StreamName(name)
     }
 
@@ -195,7 +197,7 @@ impl FromStr for StreamName {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         Self::validate(s)?;
-        Ok(StreamName(Arc::from(s)))
+        Ok(StreamName(ArcStr::from(s)))
     }
 }
 
@@ -212,13 +214,13 @@ impl TryFrom<String> for StreamName {
 
     fn try_from(s: String) -> Result<Self, Error> {
         Self::validate(&s)?;
-        Ok(StreamName(Arc::from(s)))
+        Ok(StreamName(ArcStr::from(s)))
     }
 }
 
 impl From<StreamName> for Arc<str> {
     fn from(name: StreamName) -> Arc<str> {
-        name.0
+        Arc::from(name.0.as_str())
     }
 }
 

@@ -6,6 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use arcstr::ArcStr;
+
 use crate::{Error, PathPart, StreamName};
 
 /// The segment that separates a path's prefix from its name.
@@ -95,7 +97,7 @@ fn check_part(part: &str, which: PathPart) -> Result<(), Error> {
 /// # Ok::<(), coordinator_types::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamPath(Arc<str>);
+pub struct StreamPath(ArcStr);
 
 impl StreamPath {
     /// Builds `prefix/+/name`.
@@ -105,7 +107,7 @@ impl StreamPath {
         s.push_str(p);
         s.push_str("/+/");
         s.push_str(n);
-        StreamPath(Arc::from(s))
+        StreamPath(ArcStr::from(s))
     }
 
     /// Fully validates raw path text; see [`validate`].
@@ -146,8 +148,8 @@ impl StreamPath {
     pub fn to_parts(&self) -> (StreamName, StreamName) {
         let (p, n) = self.split();
         (
-            StreamName::from_valid(Arc::from(p)),
-            StreamName::from_valid(Arc::from(n)),
+            StreamName::from_valid(ArcStr::from(p)),
+            StreamName::from_valid(ArcStr::from(n)),
         )
     }
 
@@ -186,7 +188,7 @@ impl FromStr for StreamPath {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         validate(s)?;
-        Ok(StreamPath(Arc::from(s)))
+        Ok(StreamPath(ArcStr::from(s)))
     }
 }
 
@@ -203,13 +205,13 @@ impl TryFrom<String> for StreamPath {
 
     fn try_from(s: String) -> Result<Self, Error> {
         validate(&s)?;
-        Ok(StreamPath(Arc::from(s)))
+        Ok(StreamPath(ArcStr::from(s)))
     }
 }
 
 impl From<StreamPath> for Arc<str> {
     fn from(path: StreamPath) -> Arc<str> {
-        path.0
+        Arc::from(path.0.as_str())
     }
 }
 

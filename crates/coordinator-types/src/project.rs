@@ -1,7 +1,8 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+
+use arcstr::ArcStr;
 
 use crate::{Error, Found};
 
@@ -17,7 +18,7 @@ use crate::{Error, Found};
 /// # Ok::<(), coordinator_types::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ProjectName(Arc<str>);
+pub struct ProjectName(ArcStr);
 
 impl ProjectName {
     /// Checks `name` against the project name rules.
@@ -77,7 +78,7 @@ impl FromStr for ProjectName {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         Self::validate(s)?;
-        Ok(ProjectName(Arc::from(s)))
+        Ok(ProjectName(ArcStr::from(s)))
     }
 }
 
@@ -94,7 +95,7 @@ impl TryFrom<String> for ProjectName {
 
     fn try_from(s: String) -> Result<Self, Error> {
         Self::validate(&s)?;
-        Ok(ProjectName(Arc::from(s)))
+        Ok(ProjectName(ArcStr::from(s)))
     }
 }
 

@@ -10,7 +10,7 @@ macro_rules! text_serde {
     ($($ty:ty),*) => {$(
         impl Serialize for $ty {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
+                s.serialize_str(&self.as_str())
             }
         }
 
@@ -24,6 +24,12 @@ macro_rules! text_serde {
 }
 
 text_serde!(StreamName, StreamPath, ProjectName, StreamId);
+
+impl Serialize for crate::IdText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
 
 impl Serialize for MessageIndex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
