@@ -9,7 +9,7 @@ use tokio::runtime::Handle;
 use crate::{CachedCoordinator, DEFAULT_EXPIRATION, DEFAULT_SIZE};
 
 /// The most shards a cache gets by default.
-const MAX_DEFAULT_SHARDS: usize = 16;
+const MAX_DEFAULT_SHARDS: usize = 32;
 /// By default a shard holds at least this many entries (so small caches have one
 /// shard, and one eviction order).
 const MIN_DEFAULT_SHARD_SIZE: usize = 4096;
@@ -79,8 +79,8 @@ impl CacheBuilder {
     }
 
     /// The most entries the cache holds; `0` means [`DEFAULT_SIZE`]. When full, a
-    /// new entry evicts an old one of its shard (expired first, then least
-    /// recently used, see [`CachedCoordinator`]).
+    /// new entry evicts an old one (expired first, then least recently used,
+    /// see [`CachedCoordinator`]).
     pub fn size(mut self, size: usize) -> Self {
         self.size = size;
         self
@@ -117,8 +117,12 @@ impl CacheBuilder {
 
     /// The number of independently locked shards, rounded up to a power of two
     /// and lowered (halving) until no shard would be empty; `0` means the default:
-    /// up to 16, with at least 4,096 entries per shard. The size bound is split
-    /// exactly between the shards, and eviction order is kept per shard.
+    /// up to 32, with at least 4,096 entries per shard. Each shard has an equal
+    /// share of the size and holds from half to twice its share, while the
+    /// size bound holds across the cache: a shard that gets more than its share
+    /// of the keys in use keeps them, and with the cache full a new entry
+    /// evicts another shard's entry when that one is clearly older than its
+    /// own shard's oldest. One shard keeps one exact eviction order.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards;
         self

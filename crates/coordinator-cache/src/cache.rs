@@ -23,8 +23,8 @@ use crate::flight::Flight;
 use crate::interleave;
 use crate::stats::{CacheStats, Metrics, PUBLISH_BATCH};
 use crate::table::{
-    AttemptId, Begin, Found, Index, KeyHasher, PaddedShard, RegisterResult, Shard, ShardState,
-    Side, TerminateResult, hash_key,
+    AttemptId, Begin, Found, Index, KeyHasher, RegisterResult, Shard, ShardState, Shards, Side,
+    TerminateResult, hash_key,
 };
 
 /// A [`Coordinator`] that caches and coalesces the calls of another one.
@@ -55,14 +55,19 @@ use crate::table::{
 /// first), a never-used one lowers it. So a cache large enough for LRU to make
 /// no mistakes stays plain LRU, and a small one learns to drop the streams
 /// seen once quickly and keep those that come back. The ghosts take 1 byte per
-/// entry of capacity once the cache has evicted. Recency
-/// is kept at the resolution of insertions: a hit records the shard's current
-/// insertion count in its slot, writing only if it changed, so a run of hits
-/// writes nothing to shared memory, which keeps them fast on many threads. A
-/// miss that evicts pays a few slot reads for the scan that finds the next
-/// victims. With one shard (the default for sizes below 8,192) the eviction
-/// order is cache-wide, otherwise it is per shard; the size bound is exact
-/// either way.
+/// entry of capacity once the cache has evicted. Recency is kept at the
+/// resolution of insertions: a hit records the cache's current insertion
+/// count in its slot, writing only if it changed, so a run of hits writes
+/// nothing to shared memory, which keeps them fast on many threads. A miss
+/// that evicts pays a few slot reads for the scan that finds the next victims.
+///
+/// The size bound is exact and cache-wide. With one shard (the default for
+/// sizes below 8,192) the eviction order is exactly the one above. With more,
+/// each shard keeps its own order, and the shards share out the size: a shard
+/// holds from half to twice an equal share, so one that gets more than its
+/// share of the keys in use keeps them; and with the cache full, a new entry
+/// evicts another shard's next victim instead of its own shard's when that one
+/// is older by more than 1/16 of the size in insertions.
 ///
 /// Each shard keeps its entries in a slab found through a hash table of slab
 /// indexes (no allocation per entry): a registered entry costs about 66 bytes
@@ -161,7 +166,7 @@ pub struct CachedCoordinator<C> {
 /// Everything the cache and its in-flight calls share.
 struct Shared<C> {
     inner: C,
-    shards: Box<[PaddedShard]>,
+    shards: Shards,
     shard_mask: usize,
     hasher: KeyHasher,
     size: usize,
@@ -223,10 +228,7 @@ impl<C> CachedCoordinator<C> {
             exact_clock,
         } = config;
         let hasher = KeyHasher::default();
-        let (base, extra) = (size / shards, size % shards);
-        let shards: Box<[PaddedShard]> = (0..shards)
-            .map(|i| PaddedShard::new(base + usize::from(i < extra), hasher))
-            .collect();
+        let shards = Shards::new(size, shards, hasher);
         CachedCoordinator {
             shared: Arc::new(Shared {
                 inner,
@@ -304,7 +306,7 @@ impl<C> CachedCoordinator<C> {
         for shard in shared.shards.iter() {
             let (cleared, n) = {
                 let mut shard = shard.lock();
-                let (cleared, n) = shard.clear();
+                let (cleared, n) = shard.clear(&shared.shards);
                 shard.state.counters.invalidations += n as u64;
                 (cleared, n)
             };
@@ -453,8 +455,15 @@ impl<C> Shared<C> {
         time: &mut Time<'_>,
         side: Side,
     ) -> (Index, Found) {
-        let (i, found) =
-            shard.find_or_insert(hash, project, path, time, self.expiration_nanos, Some(side));
+        let (i, found) = shard.find_or_insert(
+            hash,
+            project,
+            path,
+            time,
+            self.expiration_nanos,
+            Some(side),
+            &self.shards,
+        );
         let state = &mut shard.state;
         match found {
             Found::Live => {

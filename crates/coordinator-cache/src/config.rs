@@ -65,7 +65,7 @@ pub struct CacheConfig {
     /// entry). See [`CacheBuilder::error_expiration`].
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub error_expiration: Option<Duration>,
-    /// The number of shards (default `None`: up to 16, at least 4,096 entries
+    /// The number of shards (default `None`: up to 32, at least 4,096 entries
     /// each). See [`CacheBuilder::shards`].
     pub shards: Option<usize>,
     /// The prefix of every metric name (default `coordinator_cache`). See

@@ -30,11 +30,11 @@
 //!
 //! # Eviction
 //!
-//! Least recently used first, per shard, with one adaptive twist. Each shard
-//! counts ticks (its epoch: one per new or reset entry, one per collection
-//! below); a hit writes the current tick into its slot, only if it changed
-//! (so hits between two insertions write nothing after the first, and a
-//! workload of hits alone never writes), and sets the slot's used bit once.
+//! Least recently used first, with one adaptive twist. The cache counts
+//! ticks ([`Shards::tick`]: one per new or reset entry in any shard, one per
+//! collection below); a hit writes the current tick into its slot, only if it
+//! changed (so hits between two insertions write nothing after the first, and
+//! a workload of hits alone never writes), and sets the slot's used bit once.
 //! An entry's age is the ticks since its last use; entries used between the
 //! same two insertions tie.
 //!
@@ -49,22 +49,37 @@
 //! per eviction. [`Shard::invalidate`] pushes the entry as the next candidate.
 //!
 //! The twist: an entry never used since it was made (one request so far)
-//! counts as older by a *bonus* of ticks, which the shard learns from its
-//! mistakes. It remembers recently evicted keys ("ghosts") in a direct-mapped
+//! counts as older by a *bonus* of ticks, which the cache learns from its
+//! mistakes. Each shard remembers its recently evicted keys ("ghosts") in a direct-mapped
 //! table of hashes (one 4-byte bucket per 4 entries of capacity, made at the
 //! first eviction, with a bit saying whether the key had been used). A key that
 //! comes back while still a ghost is made used: it has a history, so it is
 //! not a one-request entry. And the eviction was a mistake: if the ghost had
 //! been used, LRU order dropped an entry with a history too early, and the
-//! bonus grows by 1/64 of the capacity (at most the capacity); if not, it
-//! shrinks by as much (at least zero). The bonus starts at zero, and when LRU
+//! bonus grows by 1/64 of the cache's size (at most the size); if not, it
+//! shrinks by as much (at least zero). The bonus is one for the whole cache,
+//! so that victims compare across shards. It starts at zero, and when LRU
 //! makes no mistakes no ghost ever returns, so the order stays plain LRU. On a
 //! collector's trace (new streams arriving over time, most seen a few times,
 //! some at long intervals) a small cache learns to drop one-request streams
 //! quickly and keep the ones that came back.
 //!
-//! The victim's index is reused for the new entry. Slots are never freed
-//! otherwise, so the slab is dense and its length is the entry count.
+//! Across shards ([`Shards`]): each shard has an equal share of the size and
+//! holds from half of it (its floor) to twice it. Past its floor a new entry
+//! takes a unit of the cache's room (the size less the floors) while some is
+//! left; then an entry goes for each new one. Each shard publishes its next
+//! victim's tick (less the bonus if unused) in a shared array; a shard making
+//! room compares its own next victim with the oldest published one, and if
+//! that is older by more than 1/256 of the size in ticks, takes it instead,
+//! having locked that shard with `try_lock` (never waiting while it holds its
+//! own lock, so no two shards deadlock) and compared the two victims as they
+//! are. So the size bound is exact across the cache, a shard that gets more
+//! than its share of the keys in use keeps them, and the shards together
+//! approximate one order.
+//!
+//! The victim's index is reused for the new entry. An entry taken by another
+//! shard leaves its slot vacant, reused by the shard's next new entry; slots
+//! are never freed otherwise, so the slab stays dense.
 //!
 //! # The state machine
 //!
@@ -78,7 +93,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasher, Hasher};
+use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use coordinator_api::{Code, Error, LogStreamState, MessageIndex, ProjectName, StreamPath};
 use hashbrown::HashTable;
@@ -203,8 +220,8 @@ fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
 /// The most key bytes (project and path together) a slot holds a copy of.
 const INLINE: usize = 40;
 
-/// A shard's use counter: the value of [`Order::epoch`] when an entry was last
-/// used (see the module docs on eviction).
+/// The cache's use counter ([`Shards::tick`]) when an entry was last used
+/// (see the module docs on eviction).
 type Tick = u32;
 
 /// A slot's hold on its key: a copy of a short key's bytes, compared on the
@@ -334,6 +351,13 @@ impl Slot {
         self.meta & DEADLINE
     }
 
+    /// True for a slot that holds no entry: outside a shard's lock, one whose
+    /// entry was taken by another shard ([`Shard::vacant`]).
+    #[inline]
+    fn is_vacant(&self) -> bool {
+        matches!(self.key, SlotKey::None { .. })
+    }
+
     /// Records a hit at `now`: sets the used bit and the last-use tick, each
     /// written only if it changes (so repeated hits leave the slot's memory
     /// untouched: no cache-line traffic between threads).
@@ -367,19 +391,18 @@ const GHOST_FRACTION: usize = 4;
 /// A returning ghost moves [`Order::bonus`] by this fraction of the capacity.
 const BONUS_STEP_FRACTION: usize = 64;
 
-/// A shard's eviction order (see the module docs): the use counter, the
-/// candidates collected for the next evictions, and the adaptive bonus with
-/// the ghosts that steer it.
+/// A shard's eviction order (see the module docs): the candidates collected
+/// for the next evictions, and the adaptive bonus with the ghosts that steer
+/// it. (The use counter is the cache's: [`Shards::tick`].)
 #[derive(Default)]
 struct Order {
-    /// The use counter: advanced by every new (or reset) entry and every
-    /// collection, and written into an entry's slot when it is used.
-    epoch: Tick,
     /// How many ticks older than it is an entry without the used bit counts.
     bonus: u32,
     /// Candidates ([`candidate`]: index and the tick it had), the next victim
     /// last.
     candidates: Vec<u64>,
+    /// The last victim as a published head ([`Shard::publish`]), or zero.
+    last_victim: u64,
     /// Recently evicted keys, one per bucket (made at the first eviction):
     /// the key's short hash with bit 1 set, and bit 0 set if it was never used.
     ghosts: Vec<u32>,
@@ -391,18 +414,25 @@ fn candidate(i: Index, tick: Tick) -> u64 {
 }
 
 impl Order {
-    /// Advances the use counter; returns the new tick.
-    fn advance(&mut self) -> Tick {
-        self.epoch = self.epoch.wrapping_add(1);
-        self.epoch
+    /// The rank of `slot` for eviction at tick `epoch` (higher goes first):
+    /// `u32::MAX` if it expired by `now`, else its age in ticks, plus the
+    /// bonus if it was never used.
+    fn rank(&self, slot: &Slot, epoch: Tick, now: u64) -> u32 {
+        if slot.deadline() <= now {
+            u32::MAX
+        } else {
+            let age = epoch.wrapping_sub(slot.key.tick());
+            let bonus = if slot.meta & USED == 0 { self.bonus } else { 0 };
+            age.saturating_add(bonus).min(u32::MAX - 1)
+        }
     }
 
     /// Collects the next candidates: the [`CANDIDATE_FRACTION`] of `slots`
     /// ranked first for eviction (expired ones, then by age in ticks, the
-    /// bonus added for entries never used), the first last. Advances the
-    /// counter, so that any later use makes a candidate stale.
-    fn collect(&mut self, slots: &[Slot], now: u64) {
-        let epoch = self.advance();
+    /// bonus added for entries never used), the first last. `epoch` is a tick
+    /// just taken from the counter, so that any later use makes a candidate
+    /// stale. Vacant slots are never candidates.
+    fn collect(&mut self, slots: &[Slot], now: u64, epoch: Tick) {
         let k = (slots.len() / CANDIDATE_FRACTION).max(1);
         let spare: Vec<Reverse<u64>> = std::mem::take(&mut self.candidates)
             .into_iter()
@@ -410,13 +440,10 @@ impl Order {
             .collect();
         let mut heap = BinaryHeap::from(spare);
         for (i, slot) in slots.iter().enumerate() {
-            let rank = if slot.deadline() <= now {
-                u32::MAX
-            } else {
-                let age = epoch.wrapping_sub(slot.key.tick());
-                let bonus = if slot.meta & USED == 0 { self.bonus } else { 0 };
-                age.saturating_add(bonus).min(u32::MAX - 1)
-            };
+            if slot.is_vacant() {
+                continue;
+            }
+            let rank = self.rank(slot, epoch, now);
             // `i < 2^32` (see `Shard::new`).
             let ranked = (u64::from(rank) << 32) | i as u64;
             if heap.len() < k {
@@ -454,33 +481,37 @@ impl Order {
         }
     }
 
-    /// A new entry for `short`: returns whether it is a ghost. If so, the
-    /// eviction that dropped it was a mistake (the caller makes the new entry
-    /// used: it has a history). A never-used one returning lowers the bonus
-    /// (LRU order was right); a used one returning raises it (one-request
-    /// entries should have gone first).
-    fn returned(&mut self, short: u32, capacity: usize) -> bool {
+    /// A new entry for `short` (ghosts sized for a shard of `capacity`): if
+    /// it is a ghost, returns whether the evicted entry was never used. Its
+    /// eviction was a mistake: the caller makes the new entry used (it has a
+    /// history) and steers the bonus ([`Shards::steer`]).
+    fn returned(&mut self, short: u32, capacity: usize) -> Option<bool> {
         if self.ghosts.is_empty() {
-            return false; // nothing evicted yet
+            return None; // nothing evicted yet
         }
-        let Some(ghost) = self.ghost(short, capacity) else {
-            return false;
-        };
+        let ghost = self.ghost(short, capacity)?;
         if *ghost | 1 != short | 3 {
-            return false;
+            return None;
         }
         let unused = *ghost & 1 == 1;
         *ghost = 0;
-        let max = u32::try_from(capacity).unwrap_or(u32::MAX);
-        let step = u32::try_from(capacity / BONUS_STEP_FRACTION)
-            .unwrap_or(u32::MAX)
-            .max(1);
-        self.bonus = if unused {
-            self.bonus.saturating_sub(step)
-        } else {
-            self.bonus.saturating_add(step).min(max)
-        };
-        true
+        Some(unused)
+    }
+}
+
+/// `bonus` after a ghost returns in a cache of `size` entries: a never-used
+/// one lowers it by [`BONUS_STEP_FRACTION`] of the size (LRU order was
+/// right), a used one raises it by as much (one-request entries should have
+/// gone first); it stays between zero and the size.
+fn steer(bonus: u32, unused: bool, size: usize) -> u32 {
+    let max = u32::try_from(size).unwrap_or(u32::MAX);
+    let step = u32::try_from(size / BONUS_STEP_FRACTION)
+        .unwrap_or(u32::MAX)
+        .max(1);
+    if unused {
+        bonus.saturating_sub(step)
+    } else {
+        bonus.saturating_add(step).min(max)
     }
 }
 
@@ -664,11 +695,20 @@ pub(crate) struct Shard {
     projects: HashTable<ProjectName>,
     /// The eviction order's state (see the module docs).
     order: Order,
+    /// Slots whose entries another shard took ([`Shards`]), reused first.
+    vacant: Vec<Index>,
+    /// This shard's place in its cache's [`Shards`].
+    me: usize,
+    /// Entries this shard may hold without drawing on the cache's room ([`Shards::pool`]).
+    floor: usize,
+    /// The most entries this shard may hold.
+    max: usize,
     pub(crate) state: ShardState,
 }
 
 /// The rest of a shard: counters and the flights of attempts in flight.
 pub(crate) struct ShardState {
+    /// The shard's share of the cache's size.
     pub(crate) capacity: usize,
     pub(crate) counters: Counters,
     /// `counters.hits` when hits were last published to `metrics`.
@@ -772,16 +812,21 @@ fn with_index(state: &LogStreamState, index: MessageIndex) -> Arc<LogStreamState
 }
 
 impl Shard {
-    /// A shard of at most `capacity` entries (capped at 2^32, the most an
+    /// Shard `me` of a cache, its share of the size `capacity`, holding
+    /// `floor` entries at least and `max` at most (capped at 2^32, the most an
     /// [`Index`] can address; no machine holds that many).
-    pub(crate) fn new(capacity: usize, hasher: KeyHasher) -> Self {
-        let capacity = capacity.min(1 << 32);
+    fn new(me: usize, capacity: usize, floor: usize, max: usize, hasher: KeyHasher) -> Self {
+        let max = max.clamp(1, 1 << 32);
         Shard {
-            table: IndexTable::for_capacity(capacity),
+            table: IndexTable::for_capacity(max),
             slots: Vec::new(),
             colds: HashMap::with_hasher(hasher),
             projects: HashTable::new(),
             order: Order::default(),
+            vacant: Vec::new(),
+            me,
+            floor: floor.clamp(1, max),
+            max,
             state: ShardState {
                 capacity,
                 counters: Counters::default(),
@@ -795,7 +840,7 @@ impl Shard {
 
     /// The number of entries (live or expired but not yet replaced).
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.vacant.len()
     }
 
     /// Finds the live entry of `(project, path)` (marking it used), resets it in
@@ -805,6 +850,9 @@ impl Shard {
     /// side (what [`begin_register`](Self::begin_register) or
     /// [`begin_terminate`](Self::begin_terminate) would have started).
     #[inline]
+    // The hot path's inputs, passed apart rather than bundled into a struct
+    // the caller would build on every call.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn find_or_insert(
         &mut self,
         hash: u64,
@@ -813,13 +861,13 @@ impl Shard {
         time: &mut Time<'_>,
         lifetime: u64,
         start: Option<Side>,
+        shards: &Shards,
     ) -> (Index, Found) {
         let (p, s) = (project.as_str(), path.as_str());
         let Shard {
             table,
             slots,
             colds,
-            order,
             state,
             ..
         } = self;
@@ -827,7 +875,7 @@ impl Shard {
         if let Some(i) = table.find(table_hash(short), |i| slot_is(slots, colds, i, p, s)) {
             let slot = &mut slots[i as usize];
             if time.before(slot.deadline()) {
-                slot.use_at(order.epoch);
+                slot.use_at(shards.tick());
                 if slot.meta & COLD != 0
                     && let Some(cold) = colds.get_mut(&i)
                     && cold.forget_expired_errors(time.exact())
@@ -843,7 +891,7 @@ impl Shard {
             // entry keeps its waiters; its completion finds another attempt or
             // none here.
             let mut key = std::mem::replace(&mut slot.key, SlotKey::None { tick: 0 });
-            key.use_at(order.advance());
+            key.use_at(shards.advance());
             *slot = Slot::fresh(time.after(lifetime), true, key);
             let (cold, attempt) = Cold::fresh(project, path, start, state);
             colds.insert(i, cold);
@@ -851,22 +899,23 @@ impl Shard {
         }
         let now = time.exact();
         let deadline = time.after(lifetime);
-        let returning = self.order.returned(short, self.state.capacity);
-        let evicted = self.slots.len() >= self.state.capacity;
-        let i = if evicted {
-            self.evict(now)
-        } else {
-            self.push()
+        let returning = match self.order.returned(short, self.state.capacity) {
+            Some(unused) => {
+                shards.steer(unused);
+                true
+            }
+            None => false,
         };
+        self.order.bonus = shards.bonus();
+        let (i, evicted) = self.make_room(now, shards);
         let Shard {
             table,
             slots,
             colds,
-            order,
             state,
             ..
         } = self;
-        let key = SlotKey::new(p, path, short, order.advance());
+        let key = SlotKey::new(p, path, short, shards.advance());
         slots[i as usize] = Slot::fresh(deadline, returning, key);
         let (cold, attempt) = Cold::fresh(project, path, start, state);
         colds.insert(i, cold);
@@ -878,6 +927,7 @@ impl Shard {
                     .map_or(0, |s| s.key.short_hash(&hasher)),
             )
         });
+        self.publish(shards, now);
         (i, Found::New { evicted, attempt })
     }
 
@@ -915,61 +965,182 @@ impl Shard {
     /// Removes every entry and returns what the shard held (to be dropped after
     /// the lock is released) and how many entries that was. Attempts in flight
     /// keep their waiters; their completions find no entry and change nothing.
-    pub(crate) fn clear(&mut self) -> (Cleared, usize) {
-        let len = self.slots.len();
+    pub(crate) fn clear(&mut self, shards: &Shards) -> (Cleared, usize) {
+        let len = self.len();
+        shards.give_room(len.saturating_sub(self.floor));
         let hasher = *self.colds.hasher();
         let cleared = Cleared {
-            _table: std::mem::replace(
-                &mut self.table,
-                IndexTable::for_capacity(self.state.capacity),
-            ),
+            _table: std::mem::replace(&mut self.table, IndexTable::for_capacity(self.max)),
             _slots: std::mem::take(&mut self.slots),
             _colds: std::mem::replace(&mut self.colds, HashMap::with_hasher(hasher)),
         };
         self.order.candidates.clear();
+        self.vacant.clear();
+        self.publish(shards, 0);
         (cleared, len)
     }
 
-    /// Appends a placeholder slot (the caller fills it), growing the slab by
-    /// doubling but never past the shard's capacity.
-    fn push(&mut self) -> Index {
+    /// A slot for a new entry (the caller fills it) when no entry has to go: a
+    /// vacant one, or a new one at the end of the slab. The slab grows by
+    /// doubling up to the shard's share, then by an eighth of it at a time,
+    /// never past its most.
+    fn vacant_slot(&mut self) -> Index {
+        if let Some(i) = self.vacant.pop() {
+            return i;
+        }
         if self.slots.len() == self.slots.capacity() {
-            let target = (self.slots.capacity() * 2).max(16).min(self.state.capacity);
+            let share = self.state.capacity.max(1);
+            let target = if self.slots.len() < share {
+                (self.slots.len() * 2).max(16).min(share)
+            } else {
+                self.slots.len() + (share / CANDIDATE_FRACTION).max(1)
+            }
+            .min(self.max);
             let more = target.saturating_sub(self.slots.len()).max(1);
             self.slots.reserve_exact(more);
         }
         let i = self.slots.len();
         self.slots
             .push(Slot::fresh(0, false, SlotKey::None { tick: 0 }));
-        // `i < capacity <= 2^32` (see `Shard::new`).
+        // `i < max <= 2^32` (see `Shard::new`).
         i as Index
+    }
+
+    /// Makes room for a new entry and returns its slot, and whether an entry
+    /// was evicted for it: below its floor the shard just grows; below its
+    /// most it grows if the cache has room left; else an entry goes: another
+    /// shard's, if that shard's next victim is older than this one's by more
+    /// than [`Shards::margin`] (and its lock is free), else this shard's own.
+    fn make_room(&mut self, now: u64, shards: &Shards) -> (Index, bool) {
+        let len = self.len();
+        if len < self.floor || (len < self.max && shards.take_room()) {
+            return (self.vacant_slot(), false);
+        }
+        if len < self.max
+            && shards.len() > 1
+            && let Some(mine) = self.next_victim(now, shards)
+        {
+            // Each shard that turns out not to be older republishes its true
+            // next victim, so this looks at each shard at most once or twice.
+            for _ in 0..shards.len() {
+                let rank = self
+                    .order
+                    .rank(&self.slots[mine as usize], shards.tick(), now);
+                let Some(j) = shards.older_than(self.me, rank) else {
+                    break;
+                };
+                let Some(mut other) = shards.list.get(j).and_then(|o| o.0.try_lock()) else {
+                    break;
+                };
+                if other.len() <= other.floor {
+                    other.publish(shards, now);
+                    continue;
+                }
+                // What it published may be stale (its victim used since):
+                // compare the two victims as they are now.
+                other.order.bonus = shards.bonus();
+                if let Some(theirs) = other.next_victim(now, shards) {
+                    let epoch = shards.tick();
+                    let theirs = other.order.rank(&other.slots[theirs as usize], epoch, now);
+                    let mine = self.order.rank(&self.slots[mine as usize], epoch, now);
+                    if theirs > mine.saturating_add(shards.margin) {
+                        let victim = other.evict(now, shards);
+                        other.vacant.push(victim);
+                        other.publish(shards, now);
+                        drop(other);
+                        return (self.vacant_slot(), true);
+                    }
+                }
+                other.publish(shards, now);
+            }
+        }
+        (self.evict(now, shards), true)
+    }
+
+    /// The entry the eviction order takes next (see the module docs), left at
+    /// the end of the candidates; `None` if the shard has no entries.
+    fn next_victim(&mut self, now: u64, shards: &Shards) -> Option<Index> {
+        loop {
+            match self.order.candidates.last() {
+                Some(&c) => {
+                    let (i, tick) = ((c >> 32) as Index, c as Tick);
+                    // Still the entry it was, unused since (or expired anyway).
+                    if let Some(slot) = self.slots.get(i as usize)
+                        && !slot.is_vacant()
+                        && (slot.key.tick() == tick || slot.deadline() <= now)
+                    {
+                        return Some(i);
+                    }
+                    self.order.candidates.pop();
+                }
+                // The first candidate collected is valid, so this ends.
+                None => {
+                    self.order.collect(&self.slots, now, shards.advance());
+                    if self.order.candidates.is_empty() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the other shards how old this one's next victim is, if it has
+    /// entries above its floor to give ([`Shards::older_than`]). The next
+    /// candidate is not checked: if it was used since, it looks older than the
+    /// true next victim. Without candidates, the last victim's stands in (the
+    /// next is younger), or before the first eviction the current tick (every
+    /// entry is at least that old). A shard that takes another's entry
+    /// compares the two victims under both locks first
+    /// ([`make_room`](Self::make_room)), so an estimate never makes it take a
+    /// younger one.
+    fn publish(&self, shards: &Shards, now: u64) {
+        if shards.len() <= 1 {
+            return;
+        }
+        let head = if self.len() <= self.floor {
+            0
+        } else if let Some(&c) = self.order.candidates.last()
+            && let Some(slot) = self.slots.get((c >> 32) as usize)
+            && !slot.is_vacant()
+        {
+            self.head_of(slot, now)
+        } else if self.order.last_victim != 0 {
+            self.order.last_victim
+        } else {
+            HEAD_VALID | u64::from(shards.tick())
+        };
+        if let Some(h) = shards.heads.get(self.me)
+            && h.load(Relaxed) != head
+        {
+            h.store(head, Relaxed);
+        }
+    }
+
+    /// `slot` as a published head ([`Shards::heads`]) at `now`.
+    fn head_of(&self, slot: &Slot, now: u64) -> u64 {
+        let bonus = if slot.meta & USED == 0 {
+            self.order.bonus
+        } else {
+            0
+        };
+        let expired = if slot.deadline() <= now {
+            HEAD_EXPIRED
+        } else {
+            0
+        };
+        HEAD_VALID | expired | u64::from(slot.key.tick().wrapping_sub(bonus))
     }
 
     /// Removes the entry the eviction order picks (see the module docs) and
     /// returns its slot's index for reuse (a new slot if the shard is empty).
-    fn evict(&mut self, now: u64) -> Index {
-        let victim = loop {
-            match self.order.candidates.pop() {
-                Some(c) => {
-                    let (i, tick) = ((c >> 32) as Index, c as Tick);
-                    // Still the entry it was, unused since (or expired anyway).
-                    if let Some(slot) = self.slots.get(i as usize)
-                        && (slot.key.tick() == tick || slot.deadline() <= now)
-                    {
-                        break i;
-                    }
-                }
-                // The first candidate collected is valid, so this ends.
-                None => {
-                    self.order.collect(&self.slots, now);
-                    if self.order.candidates.is_empty() {
-                        // An empty shard (capacity is at least 1, so never).
-                        return self.push();
-                    }
-                }
-            }
+    fn evict(&mut self, now: u64, shards: &Shards) -> Index {
+        let Some(victim) = self.next_victim(now, shards) else {
+            // An empty shard (its floor is at least 1, so never).
+            return self.vacant_slot();
         };
+        self.order.candidates.pop();
         let slot = &self.slots[victim as usize];
+        self.order.last_victim = self.head_of(slot, now);
         let short = slot.key.short_hash(self.colds.hasher());
         if slot.deadline() > now {
             self.order
@@ -983,6 +1154,7 @@ impl Shard {
         let slot = &mut self.slots[victim as usize];
         slot.state = None;
         slot.key = SlotKey::None { tick: 0 };
+        slot.meta &= !(COLD | KEYED);
         victim
     }
 
@@ -1263,11 +1435,181 @@ impl Cold {
 #[repr(align(128))]
 pub(crate) struct PaddedShard(pub(crate) Mutex<Shard>);
 
-impl PaddedShard {
-    pub(crate) fn new(capacity: usize, hasher: KeyHasher) -> Self {
-        PaddedShard(Mutex::new(Shard::new(capacity, hasher)))
+/// A value alone on its cache lines.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// Set in a published head ([`Shard::publish`]) if the shard has an entry
+/// above its floor to give.
+const HEAD_VALID: u64 = 1 << 32;
+/// Set in a published head if the shard's next victim has expired.
+const HEAD_EXPIRED: u64 = 1 << 33;
+/// A shard takes another shard's next victim instead of its own only if that
+/// one is older by more than this fraction of the cache's size, in ticks (so
+/// that shards in balance keep to themselves).
+const MARGIN_FRACTION: usize = 256;
+/// Index tables of 2-byte buckets address this many slots.
+const NARROW: usize = 1 << 16;
+
+/// A cache's shards and what they share: the use counter their eviction
+/// orders count in, the room left under the size bound, and each one's next
+/// victim, published for the others.
+///
+/// Each shard has a share of the size. It may hold up to half of it (its
+/// *floor*) on its own; past that, each new entry takes a unit of the cache's
+/// room (the size minus the floors) while there is some, up to twice its
+/// share. With no room left an entry goes for each new one. So the size bound
+/// holds across the cache, while a shard that gets more than its share of the
+/// live keys keeps them: the shards together approximate one least recently
+/// used order, as a cache with one shard keeps exactly.
+pub(crate) struct Shards {
+    list: Box<[PaddedShard]>,
+    /// The use counter: advanced by every new (or reset) entry and every
+    /// collection, and written into an entry's slot when it is used.
+    tick: Padded<AtomicU32>,
+    /// Entries the shards may still add above their floors without evicting,
+    /// and the bonus (see the module docs), the same for every shard so that
+    /// their victims compare.
+    pool: Padded<(AtomicUsize, AtomicU32)>,
+    /// Per shard, its next victim ([`Shard::publish`]): its tick (less the
+    /// bonus if unused) in the low 32 bits, and the flags above.
+    heads: Box<[AtomicU64]>,
+    /// The most entries the cache holds.
+    size: usize,
+    /// [`MARGIN_FRACTION`] of the size.
+    margin: u32,
+}
+
+impl Shards {
+    /// `count` shards splitting `size` (at least `count`) exactly.
+    pub(crate) fn new(size: usize, count: usize, hasher: KeyHasher) -> Self {
+        let count = count.clamp(1, size.max(1));
+        let (base, extra) = (size / count, size % count);
+        let mut floors = 0;
+        let list: Box<[PaddedShard]> = (0..count)
+            .map(|i| {
+                let share = base + usize::from(i < extra);
+                let (floor, max) = if count == 1 {
+                    (share, share)
+                } else {
+                    let max = share.saturating_mul(2).min(size);
+                    // Keep 2-byte indexes where the share has them.
+                    let max = if share <= NARROW {
+                        max.min(NARROW)
+                    } else {
+                        max
+                    };
+                    ((share / 2).max(1), max.max(share))
+                };
+                floors += floor;
+                PaddedShard(Mutex::new(Shard::new(i, share, floor, max, hasher)))
+            })
+            .collect();
+        Shards {
+            heads: list.iter().map(|_| AtomicU64::new(0)).collect(),
+            list,
+            tick: Padded(AtomicU32::new(0)),
+            pool: Padded((
+                AtomicUsize::new(size.saturating_sub(floors)),
+                AtomicU32::new(0),
+            )),
+            size,
+            margin: u32::try_from(size / MARGIN_FRACTION).unwrap_or(u32::MAX),
+        }
     }
 
+    /// The use counter's current tick.
+    #[inline]
+    fn tick(&self) -> Tick {
+        self.tick.0.load(Relaxed)
+    }
+
+    /// Advances the use counter; returns the new tick.
+    #[inline]
+    fn advance(&self) -> Tick {
+        self.tick.0.fetch_add(1, Relaxed).wrapping_add(1)
+    }
+
+    /// Takes a unit of room, if there is one left.
+    fn take_room(&self) -> bool {
+        self.pool
+            .0
+            .0
+            .fetch_update(Relaxed, Relaxed, |r| r.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Gives back `n` units of room.
+    fn give_room(&self, n: usize) {
+        if n > 0 {
+            self.pool.0.0.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// How many ticks older than it is an entry without the used bit counts.
+    fn bonus(&self) -> u32 {
+        self.pool.0.1.load(Relaxed)
+    }
+
+    /// Steers the bonus after a ghost returned ([`steer`]).
+    fn steer(&self, unused: bool) {
+        // Never fails: the closure always returns a value.
+        let _ = self
+            .pool
+            .0
+            .1
+            .fetch_update(Relaxed, Relaxed, |b| Some(steer(b, unused, self.size)));
+    }
+
+    /// The shard other than `me` with an entry to give whose next victim is
+    /// the oldest, if its rank beats `mine` by more than the margin.
+    fn older_than(&self, me: usize, mine: u32) -> Option<usize> {
+        let now = self.tick();
+        let bar = mine.saturating_add(self.margin);
+        let mut best: Option<(u32, usize)> = None;
+        for (j, head) in self.heads.iter().enumerate() {
+            let head = head.load(Relaxed);
+            if j == me || head & HEAD_VALID == 0 {
+                continue;
+            }
+            let rank = if head & HEAD_EXPIRED != 0 {
+                u32::MAX
+            } else {
+                now.wrapping_sub(head as u32)
+            };
+            if rank > bar && best.is_none_or(|(r, _)| rank > r) {
+                best = Some((rank, j));
+            }
+        }
+        best.map(|(_, j)| j)
+    }
+}
+
+#[cfg(test)]
+impl Shards {
+    /// What a cache of `size` entries would share with a lone shard made
+    /// outside it (no other shards to take entries from).
+    pub(crate) fn detached(size: usize) -> Self {
+        Shards {
+            list: Box::new([]),
+            tick: Padded(AtomicU32::new(0)),
+            pool: Padded((AtomicUsize::new(0), AtomicU32::new(0))),
+            heads: Box::new([AtomicU64::new(0)]),
+            size,
+            margin: 0,
+        }
+    }
+}
+
+impl Deref for Shards {
+    type Target = [PaddedShard];
+
+    fn deref(&self) -> &[PaddedShard] {
+        &self.list
+    }
+}
+
+impl PaddedShard {
     /// Takes the shard's lock (a scheduling point for the model checker).
     #[inline]
     pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Shard> {
@@ -1339,11 +1681,18 @@ impl Shard {
     /// exactly once under its key's hash, the flag bits match the cold records,
     /// and no cold record holds nothing.
     pub(crate) fn check_structure(&self, hasher: &KeyHasher) {
-        assert!(self.slots.len() <= self.state.capacity.max(1));
-        assert_eq!(self.table.len(), self.slots.len(), "index table vs slab");
+        assert!(self.slots.len() <= self.max);
+        assert!(self.floor <= self.max);
+        assert_eq!(self.table.len(), self.len(), "index table vs entries");
         for (i, slot) in self.slots.iter().enumerate() {
             let i = i as Index;
             let cold = self.colds.get(&i);
+            if slot.is_vacant() {
+                assert!(self.vacant.contains(&i), "slot {i}: vacant but not listed");
+                assert!(cold.is_none(), "slot {i}: vacant with a cold record");
+                continue;
+            }
+            assert!(!self.vacant.contains(&i), "slot {i}: listed vacant");
             assert_eq!(slot.meta & COLD != 0, cold.is_some(), "slot {i}: COLD bit");
             assert_eq!(
                 slot.meta & KEYED != 0,
@@ -1398,6 +1747,17 @@ mod tests {
     /// A kept error's deadline: the entry's.
     const NEVER: u64 = MAX_NANOS;
 
+    /// A slot key with the last-use tick `tick` (an empty key: these slots
+    /// are ranked, not looked up).
+    fn keyed(tick: Tick) -> SlotKey {
+        SlotKey::Inline {
+            tick,
+            project_len: 0,
+            path_len: 0,
+            bytes: [0; INLINE],
+        }
+    }
+
     fn request(path: &str) -> RegisterRequest {
         RegisterRequest::parse("proj", path, &[1; 36], None).unwrap()
     }
@@ -1409,6 +1769,8 @@ mod tests {
     /// A shard and its hasher, with helpers that key by path.
     struct Fixture {
         shard: Shard,
+        /// What a cache would share with the shard (no other shards).
+        shards: Shards,
         hasher: KeyHasher,
     }
 
@@ -1416,7 +1778,8 @@ mod tests {
         fn new(capacity: usize) -> Self {
             let hasher = KeyHasher::default();
             Fixture {
-                shard: Shard::new(capacity, hasher),
+                shard: Shard::new(0, capacity, capacity, capacity, hasher),
+                shards: Shards::detached(capacity),
                 hasher,
             }
         }
@@ -1439,9 +1802,15 @@ mod tests {
         fn touch(&mut self, path: &str, now: u64) -> (Index, Found) {
             let r = request(path);
             let hash = self.hash(&r);
-            let found =
-                self.shard
-                    .find_or_insert(hash, &r.project, &r.path, &mut Time::at(now), DAY, None);
+            let found = self.shard.find_or_insert(
+                hash,
+                &r.project,
+                &r.path,
+                &mut Time::at(now),
+                DAY,
+                None,
+                &self.shards,
+            );
             self.shard.check_structure(&self.hasher);
             found
         }
@@ -1469,6 +1838,152 @@ mod tests {
                 Begin::Join(_) => panic!("nothing in flight"),
             }
         }
+    }
+
+    /// Inserts `path` into shard `j` of `shards` directly (as if its key
+    /// were filed there) at time `now`; checks the structure of every shard.
+    fn insert_into(shards: &Shards, j: usize, path: &str, now: u64, hasher: &KeyHasher) -> Found {
+        let r = request(path);
+        let hash = hash_key(hasher, r.project.as_str(), r.path.as_str());
+        let (_, found) = shards[j].0.lock().find_or_insert(
+            hash,
+            &r.project,
+            &r.path,
+            &mut Time::at(now),
+            DAY,
+            None,
+            shards,
+        );
+        for shard in shards.iter() {
+            shard.0.lock().check_structure(hasher);
+        }
+        found
+    }
+
+    fn lens(shards: &Shards) -> Vec<usize> {
+        shards.iter().map(|s| s.0.lock().len()).collect()
+    }
+
+    fn holds(shards: &Shards, j: usize, path: &str, hasher: &KeyHasher) -> bool {
+        let r = request(path);
+        let hash = hash_key(hasher, r.project.as_str(), r.path.as_str());
+        shards[j]
+            .0
+            .lock()
+            .find(hash, r.project.as_str(), r.path.as_str())
+            .is_some()
+    }
+
+    const NEW: Found = Found::New {
+        evicted: false,
+        attempt: None,
+    };
+    const EVICTED: Found = Found::New {
+        evicted: true,
+        attempt: None,
+    };
+
+    #[test]
+    fn a_shard_grows_past_its_share_while_the_cache_has_room() {
+        let hasher = KeyHasher::default();
+        // Size 8 in 2 shards: shares of 4, floors of 2, room 4.
+        let shards = Shards::new(8, 2, hasher);
+        for k in 0..6 {
+            assert_eq!(
+                insert_into(&shards, 0, &format!("p/+/a{k}"), 0, &hasher),
+                NEW
+            );
+        }
+        // No room left: shard 0 evicts (shard 1 has nothing above its floor).
+        assert_eq!(insert_into(&shards, 0, "p/+/a6", 0, &hasher), EVICTED);
+        assert_eq!(lens(&shards), [6, 0]);
+        // Shard 1 still has its floor.
+        for k in 0..2 {
+            assert_eq!(
+                insert_into(&shards, 1, &format!("p/+/b{k}"), 0, &hasher),
+                NEW
+            );
+        }
+        assert_eq!(lens(&shards), [6, 2]);
+        // Past its floor, with no room, shard 1 takes shard 0's oldest entry.
+        assert_eq!(insert_into(&shards, 1, "p/+/b2", 0, &hasher), EVICTED);
+        assert_eq!(lens(&shards), [5, 3]);
+        assert!(
+            !holds(&shards, 0, "p/+/a1", &hasher),
+            "a0 went first, then a1"
+        );
+        assert!(holds(&shards, 1, "p/+/b2", &hasher));
+        // Clearing a shard gives its room back.
+        let (_, n) = shards[0].0.lock().clear(&shards);
+        assert_eq!(n, 5);
+        for k in 3..6 {
+            assert_eq!(
+                insert_into(&shards, 1, &format!("p/+/b{k}"), 0, &hasher),
+                NEW
+            );
+        }
+        assert_eq!(lens(&shards), [0, 6]);
+    }
+
+    #[test]
+    fn a_shard_takes_an_older_entry_from_another_not_its_own() {
+        let hasher = KeyHasher::default();
+        let shards = Shards::new(8, 2, hasher);
+        // a0..a3 in shard 0, then b0..b3 in shard 1: the cache is full, and
+        // a0 is the least recently used.
+        for k in 0..4 {
+            insert_into(&shards, 0, &format!("p/+/a{k}"), 0, &hasher);
+        }
+        for k in 0..4 {
+            insert_into(&shards, 1, &format!("p/+/b{k}"), 0, &hasher);
+        }
+        assert_eq!(insert_into(&shards, 1, "p/+/c0", 0, &hasher), EVICTED);
+        assert!(!holds(&shards, 0, "p/+/a0", &hasher));
+        assert!((0..4).all(|k| holds(&shards, 1, &format!("p/+/b{k}"), &hasher)));
+        assert_eq!(lens(&shards), [3, 5]);
+        // Once shard 0's entries are used, shard 1's own oldest goes.
+        for k in 1..4 {
+            assert_eq!(
+                insert_into(&shards, 0, &format!("p/+/a{k}"), 0, &hasher),
+                Found::Live
+            );
+        }
+        shards.advance();
+        assert_eq!(insert_into(&shards, 1, "p/+/c1", 0, &hasher), EVICTED);
+        assert!((1..4).all(|k| holds(&shards, 0, &format!("p/+/a{k}"), &hasher)));
+        assert!(!holds(&shards, 1, "p/+/b0", &hasher));
+        assert_eq!(lens(&shards), [3, 5]);
+    }
+
+    #[test]
+    fn shards_never_hold_more_than_the_size_together() {
+        let hasher = KeyHasher::default();
+        let shards = Shards::new(64, 4, hasher);
+        let mut x: u64 = 7;
+        let mut next = |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut seen = 0;
+        for step in 0..3000 {
+            // Skewed: shard 0 gets half the keys.
+            let j = if next(2) == 0 { 0 } else { next(4) as usize };
+            insert_into(&shards, j, &format!("p/+/k{}", next(200)), step, &hasher);
+            if step % 500 == 499 {
+                let j = next(4) as usize;
+                shards[j].0.lock().clear(&shards);
+            }
+            let total: usize = lens(&shards).iter().sum();
+            assert!(total <= 64, "step {step}: {total} entries");
+            seen = seen.max(total);
+        }
+        assert_eq!(seen, 64, "the cache fills up");
+        assert!(
+            lens(&shards).iter().all(|&n| n <= 32),
+            "at most twice a share"
+        );
     }
 
     #[test]
@@ -1547,9 +2062,15 @@ mod tests {
         // A state someone else also holds is kept as it is.
         let r = request("p/+/c");
         let hash = f.hash(&r);
-        let (i, found) =
-            f.shard
-                .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), DAY, None);
+        let (i, found) = f.shard.find_or_insert(
+            hash,
+            &r.project,
+            &r.path,
+            &mut Time::at(0),
+            DAY,
+            None,
+            &f.shards,
+        );
         let Begin::Start(id) = f.shard.begin_register(i) else {
             panic!("a new entry starts an attempt, not {found:?}")
         };
@@ -1571,9 +2092,9 @@ mod tests {
         }
         // Last uses, oldest first: c, d, b, a (a use's tick is the counter's,
         // advanced by every insertion: here between the uses as well).
-        f.shard.order.advance();
+        f.shards.advance();
         assert_eq!(f.touch("p/+/b", 1).1, Found::Live);
-        f.shard.order.advance();
+        f.shards.advance();
         assert_eq!(f.touch("p/+/a", 1).1, Found::Live);
         assert_eq!(
             f.touch("p/+/e", 2).1,
@@ -1603,7 +2124,7 @@ mod tests {
         for k in (0..4).rev() {
             // An insertion between uses, so each use has its own tick.
             assert_eq!(f.touch(&format!("p/+/s{k}"), 1).1, Found::Live);
-            f.shard.order.advance();
+            f.shards.advance();
         }
         f.touch("p/+/s4", 2);
         assert!(!f.contains("p/+/s3"));
@@ -1651,28 +2172,25 @@ mod tests {
     #[test]
     fn an_unused_entry_counts_older_by_the_bonus() {
         let slots = [
-            Slot::fresh(NEVER, true, SlotKey::None { tick: 50 }),
-            Slot::fresh(NEVER, false, SlotKey::None { tick: 80 }),
+            Slot::fresh(NEVER, true, keyed(50)),
+            Slot::fresh(NEVER, false, keyed(80)),
         ];
-        let mut order = Order {
-            epoch: 100,
-            ..Order::default()
-        };
+        let mut order = Order::default();
         // Ages 51 (used) and 21: the used one is older.
-        order.collect(&slots, 0);
+        order.collect(&slots, 0, 100);
         assert_eq!(order.candidates, [candidate(0, 50)]);
         // With a bonus of 40 the unused one counts as 61.
         order.bonus = 40;
         order.candidates.clear();
-        order.collect(&slots, 0);
+        order.collect(&slots, 0, 100);
         assert_eq!(order.candidates, [candidate(1, 80)]);
         // An expired entry ranks first whatever its age.
         let expired = [
-            Slot::fresh(NEVER, false, SlotKey::None { tick: 0 }),
-            Slot::fresh(5, true, SlotKey::None { tick: 101 }),
+            Slot::fresh(NEVER, false, keyed(0)),
+            Slot::fresh(5, true, keyed(101)),
         ];
         order.candidates.clear();
-        order.collect(&expired, 5);
+        order.collect(&expired, 5, 100);
         assert_eq!(order.candidates, [candidate(1, 101)]);
     }
 
@@ -1681,32 +2199,38 @@ mod tests {
         // Bonus steps of 4; small hashes all fall in ghost bucket 0 (the
         // bucket comes from the high bits).
         let capacity = 256;
+        let shards = Shards::detached(capacity);
         let mut order = Order::default();
-        assert!(!order.returned(7, capacity));
-        assert_eq!(order.bonus, 0, "no ghosts before the first eviction");
+        let returned = |order: &mut Order, short| {
+            let ghost = order.returned(short, capacity);
+            if let Some(unused) = ghost {
+                shards.steer(unused);
+            }
+            (ghost, shards.bonus())
+        };
+        assert_eq!(returned(&mut order, 7), (None, 0), "no ghosts yet");
         // A used entry evicted and asked for again: raise.
         order.forget(7 << 4, false, capacity);
-        assert!(order.returned(7 << 4, capacity));
-        assert_eq!(order.bonus, 4);
+        assert_eq!(returned(&mut order, 7 << 4), (Some(false), 4));
         // A ghost counts once.
-        assert!(!order.returned(7 << 4, capacity));
-        assert_eq!(order.bonus, 4);
+        assert_eq!(returned(&mut order, 7 << 4), (None, 4));
         // Another key in the same bucket is not the ghost.
         order.forget(7 << 4, false, capacity);
-        assert!(!order.returned(8 << 4, capacity));
-        assert_eq!(order.bonus, 4);
+        assert_eq!(returned(&mut order, 8 << 4), (None, 4));
         // A never-used entry evicted and asked for again: lower.
         order.forget(9 << 4, true, capacity);
-        assert!(order.returned(9 << 4, capacity));
-        assert_eq!(order.bonus, 0);
+        assert_eq!(returned(&mut order, 9 << 4), (Some(true), 0));
         order.forget(9 << 4, true, capacity);
-        order.returned(9 << 4, capacity);
-        assert_eq!(order.bonus, 0, "never below zero");
+        assert_eq!(
+            returned(&mut order, 9 << 4),
+            (Some(true), 0),
+            "never below zero"
+        );
         for _ in 0..100 {
             order.forget(3, false, capacity);
-            assert!(order.returned(3, capacity));
+            assert_eq!(returned(&mut order, 3).0, Some(false));
         }
-        assert_eq!(order.bonus, 256, "never above the capacity");
+        assert_eq!(shards.bonus(), 256, "never above the size");
     }
 
     #[test]
@@ -1748,8 +2272,15 @@ mod tests {
         let r = request("p/+/old");
         let hash = f.hash(&r);
         // Expires at 10.
-        f.shard
-            .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), 10, None);
+        f.shard.find_or_insert(
+            hash,
+            &r.project,
+            &r.path,
+            &mut Time::at(0),
+            10,
+            None,
+            &f.shards,
+        );
         f.register("p/+/young", 5);
         f.touch("p/+/young", 6);
         f.touch("p/+/old", 7); // used, still live
@@ -1764,15 +2295,27 @@ mod tests {
         let mut f = Fixture::new(4);
         let r = request("p/+/a");
         let hash = f.hash(&r);
-        let (i, _) = f
-            .shard
-            .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), 10, None);
+        let (i, _) = f.shard.find_or_insert(
+            hash,
+            &r.project,
+            &r.path,
+            &mut Time::at(0),
+            10,
+            None,
+            &f.shards,
+        );
         let Begin::Start(id) = f.shard.begin_register(i) else {
             panic!()
         };
-        let (j, found) =
-            f.shard
-                .find_or_insert(hash, &r.project, &r.path, &mut Time::at(10), 10, None);
+        let (j, found) = f.shard.find_or_insert(
+            hash,
+            &r.project,
+            &r.path,
+            &mut Time::at(10),
+            10,
+            None,
+            &f.shards,
+        );
         assert_eq!((j, found), (i, Found::Expired { attempt: None }));
         // The old attempt no longer owns the slot: its answer is its callers' only.
         let Begin::Start(newer) = f.shard.begin_register(i) else {
@@ -1901,8 +2444,15 @@ mod tests {
         for k in 0..70_000 {
             let r = request(&format!("p/+/k{k}"));
             let hash = f.hash(&r);
-            f.shard
-                .find_or_insert(hash, &r.project, &r.path, &mut Time::at(0), DAY, None);
+            f.shard.find_or_insert(
+                hash,
+                &r.project,
+                &r.path,
+                &mut Time::at(0),
+                DAY,
+                None,
+                &f.shards,
+            );
         }
         f.shard.check_structure(&f.hasher);
         assert!(f.contains("p/+/k0") && f.contains("p/+/k69999"));
@@ -1953,6 +2503,7 @@ mod tests {
                 &mut Time::at(now),
                 1 + next(40),
                 None,
+                &f.shards,
             );
             match next(4) {
                 0 | 1 => {

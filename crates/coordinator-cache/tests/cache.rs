@@ -97,7 +97,7 @@ fn zero_means_default() {
     assert_eq!(DEFAULT_SIZE, 1 << 20);
     assert_eq!(cache.expiration(), DEFAULT_EXPIRATION);
     assert_eq!(DEFAULT_EXPIRATION, Duration::from_secs(600));
-    assert_eq!(cache.shards(), 16);
+    assert_eq!(cache.shards(), 32);
     // Small caches get one shard (exact LRU order); explicit counts are rounded.
     assert_eq!(
         CachedCoordinator::new(FakeCoordinator::new(), 100, EXPIRATION).shards(),
@@ -650,6 +650,64 @@ async fn a_sharded_cache_never_exceeds_its_size() {
     let stats = cache.stats();
     assert_eq!(stats.entries, 4099);
     assert_eq!(stats.evictions, 10_000 - 4099);
+}
+
+#[tokio::test]
+async fn a_sharded_cache_fills_to_its_size_before_evicting() {
+    // The keys do not split evenly between the shards; a shard that gets more
+    // than its share keeps them while the cache has room.
+    let fake = FakeCoordinator::new();
+    let cache = CachedCoordinator::builder()
+        .size(4099)
+        .shards(4)
+        .build(fake.clone());
+    for i in 0..4099 {
+        cache
+            .register_stream(&req(&format!("p/+/s{i}")), b"")
+            .await
+            .unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.entries, stats.evictions), (4099, 0));
+    // Every one is still there: asking again makes no inner call.
+    for i in 0..4099 {
+        cache
+            .register_stream(&req(&format!("p/+/s{i}")), b"")
+            .await
+            .unwrap();
+    }
+    assert_eq!(registers(&fake), 4099);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_sharing_the_size_concurrently_never_exceed_it() {
+    let fake = FakeCoordinator::new();
+    let cache = CachedCoordinator::builder()
+        .size(1000)
+        .shards(8)
+        .build(fake.clone());
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for i in 0..2000 {
+                    // Half the keys are shared between tasks, half their own.
+                    let key = if i % 2 == 0 {
+                        format!("p/+/shared{}", i % 600)
+                    } else {
+                        format!("p/+/t{t}-{i}")
+                    };
+                    cache.register_stream(&req(&key), b"").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.entries, 1000);
+    assert_eq!(stats.entries + stats.evictions, stats.misses);
 }
 
 // ----- Cancellation -----
