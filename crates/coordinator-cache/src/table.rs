@@ -408,9 +408,23 @@ struct Order {
     ghosts: Vec<u32>,
 }
 
-/// An eviction candidate: slot `i`, valid while the slot's tick is `tick`.
-fn candidate(i: Index, tick: Tick) -> u64 {
-    (u64::from(i) << 32) | u64::from(tick)
+/// An eviction candidate: slot `i`, valid while the slot's tick is the one
+/// it has now, and whether the entry was unused then (so that a shard can
+/// publish its next victim without reading the slot). `i < 2^31` (see
+/// `Shard::new`).
+fn candidate(i: Index, slot: &Slot) -> u64 {
+    let unused = u64::from(slot.meta & USED == 0);
+    (u64::from(i) << 33) | (unused << 32) | u64::from(slot.key.tick())
+}
+
+/// A candidate's slot index.
+fn candidate_index(c: u64) -> Index {
+    (c >> 33) as Index
+}
+
+/// A candidate's tick.
+fn candidate_tick(c: u64) -> Tick {
+    c as Tick
 }
 
 impl Order {
@@ -444,7 +458,7 @@ impl Order {
                 continue;
             }
             let rank = self.rank(slot, epoch, now);
-            // `i < 2^32` (see `Shard::new`).
+            // `i < 2^31` (see `Shard::new`).
             let ranked = (u64::from(rank) << 32) | i as u64;
             if heap.len() < k {
                 heap.push(Reverse(ranked));
@@ -456,11 +470,13 @@ impl Order {
         }
         let mut ranked: Vec<u64> = heap.into_vec().into_iter().map(|r| r.0).collect();
         ranked.sort_unstable();
-        for c in &mut ranked {
-            let i = *c as Index;
-            *c = candidate(i, slots.get(i as usize).map_or(0, |s| s.key.tick()));
-        }
-        self.candidates = ranked;
+        self.candidates = ranked
+            .into_iter()
+            .filter_map(|r| {
+                let i = r as Index;
+                slots.get(i as usize).map(|slot| candidate(i, slot))
+            })
+            .collect();
     }
 
     /// The ghost bucket of `short` (the ghosts made on first use, sized for a
@@ -813,10 +829,10 @@ fn with_index(state: &LogStreamState, index: MessageIndex) -> Arc<LogStreamState
 
 impl Shard {
     /// Shard `me` of a cache, its share of the size `capacity`, holding
-    /// `floor` entries at least and `max` at most (capped at 2^32, the most an
-    /// [`Index`] can address; no machine holds that many).
+    /// `floor` entries at least and `max` at most (capped at 2^31, the most a
+    /// [`candidate`] can address; no machine holds that many).
     fn new(me: usize, capacity: usize, floor: usize, max: usize, hasher: KeyHasher) -> Self {
-        let max = max.clamp(1, 1 << 32);
+        let max = max.clamp(1, 1 << 31);
         Shard {
             table: IndexTable::for_capacity(max),
             slots: Vec::new(),
@@ -927,7 +943,11 @@ impl Shard {
                     .map_or(0, |s| s.key.short_hash(&hasher)),
             )
         });
-        self.publish(shards, now);
+        // Its next victim changed, or it now has an entry above its floor to
+        // give (else what it published stands: ages grow with the counter).
+        if evicted || self.len() == self.floor + 1 {
+            self.publish(shards);
+        }
         (i, Found::New { evicted, attempt })
     }
 
@@ -957,7 +977,7 @@ impl Shard {
         // The next eviction takes it first (within the list's usual bound; past
         // it, the next collection ranks it first).
         if self.order.candidates.len() <= bound {
-            self.order.candidates.push(candidate(i, slot.key.tick()));
+            self.order.candidates.push(candidate(i, slot));
         }
         true
     }
@@ -976,7 +996,7 @@ impl Shard {
         };
         self.order.candidates.clear();
         self.vacant.clear();
-        self.publish(shards, 0);
+        self.publish(shards);
         (cleared, len)
     }
 
@@ -1002,7 +1022,7 @@ impl Shard {
         let i = self.slots.len();
         self.slots
             .push(Slot::fresh(0, false, SlotKey::None { tick: 0 }));
-        // `i < max <= 2^32` (see `Shard::new`).
+        // `i < max <= 2^31` (see `Shard::new`).
         i as Index
     }
 
@@ -1033,7 +1053,7 @@ impl Shard {
                     break;
                 };
                 if other.len() <= other.floor {
-                    other.publish(shards, now);
+                    other.publish(shards);
                     continue;
                 }
                 // What it published may be stale (its victim used since):
@@ -1046,12 +1066,12 @@ impl Shard {
                     if theirs > mine.saturating_add(shards.margin) {
                         let victim = other.evict(now, shards);
                         other.vacant.push(victim);
-                        other.publish(shards, now);
+                        other.publish(shards);
                         drop(other);
                         return (self.vacant_slot(), true);
                     }
                 }
-                other.publish(shards, now);
+                other.publish(shards);
             }
         }
         (self.evict(now, shards), true)
@@ -1063,7 +1083,7 @@ impl Shard {
         loop {
             match self.order.candidates.last() {
                 Some(&c) => {
-                    let (i, tick) = ((c >> 32) as Index, c as Tick);
+                    let (i, tick) = (candidate_index(c), candidate_tick(c));
                     // Still the entry it was, unused since (or expired anyway).
                     if let Some(slot) = self.slots.get(i as usize)
                         && !slot.is_vacant()
@@ -1093,17 +1113,21 @@ impl Shard {
     /// compares the two victims under both locks first
     /// ([`make_room`](Self::make_room)), so an estimate never makes it take a
     /// younger one.
-    fn publish(&self, shards: &Shards, now: u64) {
+    fn publish(&self, shards: &Shards) {
         if shards.len() <= 1 {
             return;
         }
         let head = if self.len() <= self.floor {
             0
-        } else if let Some(&c) = self.order.candidates.last()
-            && let Some(slot) = self.slots.get((c >> 32) as usize)
-            && !slot.is_vacant()
-        {
-            self.head_of(slot, now)
+        } else if let Some(&c) = self.order.candidates.last() {
+            // From the candidate alone: its slot is likely not in the CPU's
+            // cache, and an expired victim will be found by the comparison.
+            let bonus = if c & (1 << 32) != 0 {
+                self.order.bonus
+            } else {
+                0
+            };
+            HEAD_VALID | u64::from(candidate_tick(c).wrapping_sub(bonus))
         } else if self.order.last_victim != 0 {
             self.order.last_victim
         } else {
@@ -2178,12 +2202,12 @@ mod tests {
         let mut order = Order::default();
         // Ages 51 (used) and 21: the used one is older.
         order.collect(&slots, 0, 100);
-        assert_eq!(order.candidates, [candidate(0, 50)]);
+        assert_eq!(order.candidates, [candidate(0, &slots[0])]);
         // With a bonus of 40 the unused one counts as 61.
         order.bonus = 40;
         order.candidates.clear();
         order.collect(&slots, 0, 100);
-        assert_eq!(order.candidates, [candidate(1, 80)]);
+        assert_eq!(order.candidates, [candidate(1, &slots[1])]);
         // An expired entry ranks first whatever its age.
         let expired = [
             Slot::fresh(NEVER, false, keyed(0)),
@@ -2191,7 +2215,7 @@ mod tests {
         ];
         order.candidates.clear();
         order.collect(&expired, 5, 100);
-        assert_eq!(order.candidates, [candidate(1, 101)]);
+        assert_eq!(order.candidates, [candidate(1, &expired[1])]);
     }
 
     #[test]
