@@ -186,7 +186,7 @@ fn terminate_request(caller: usize) -> TerminateRequest {
     TerminateRequest::parse(
         "proj",
         &path_of(caller),
-        id.as_str(),
+        &id.as_str(),
         &[3; 36],
         caller as i64,
     )
