@@ -1822,19 +1822,31 @@ mod tests {
             hash_key(&self.hasher, r.project.as_str(), r.path.as_str())
         }
 
-        /// Finds or inserts `path` at time `now` (entries live one day).
-        fn touch(&mut self, path: &str, now: u64) -> (Index, Found) {
-            let r = request(path);
-            let hash = self.hash(&r);
-            let found = self.shard.find_or_insert(
+        /// [`Shard::find_or_insert`] for `r` (hashed `hash`) at time `now`,
+        /// a new entry living `lifetime`, starting no attempt.
+        fn insert(
+            &mut self,
+            r: &RegisterRequest,
+            hash: u64,
+            now: u64,
+            lifetime: u64,
+        ) -> (Index, Found) {
+            self.shard.find_or_insert(
                 hash,
                 &r.project,
                 &r.path,
                 &mut Time::at(now),
-                DAY,
+                lifetime,
                 None,
                 &self.shards,
-            );
+            )
+        }
+
+        /// Finds or inserts `path` at time `now` (entries live one day).
+        fn touch(&mut self, path: &str, now: u64) -> (Index, Found) {
+            let r = request(path);
+            let hash = self.hash(&r);
+            let found = self.insert(&r, hash, now, DAY);
             self.shard.check_structure(&self.hasher);
             found
         }
@@ -2086,15 +2098,7 @@ mod tests {
         // A state someone else also holds is kept as it is.
         let r = request("p/+/c");
         let hash = f.hash(&r);
-        let (i, found) = f.shard.find_or_insert(
-            hash,
-            &r.project,
-            &r.path,
-            &mut Time::at(0),
-            DAY,
-            None,
-            &f.shards,
-        );
+        let (i, found) = f.insert(&r, hash, 0, DAY);
         let Begin::Start(id) = f.shard.begin_register(i) else {
             panic!("a new entry starts an attempt, not {found:?}")
         };
@@ -2296,15 +2300,7 @@ mod tests {
         let r = request("p/+/old");
         let hash = f.hash(&r);
         // Expires at 10.
-        f.shard.find_or_insert(
-            hash,
-            &r.project,
-            &r.path,
-            &mut Time::at(0),
-            10,
-            None,
-            &f.shards,
-        );
+        f.insert(&r, hash, 0, 10);
         f.register("p/+/young", 5);
         f.touch("p/+/young", 6);
         f.touch("p/+/old", 7); // used, still live
@@ -2319,27 +2315,11 @@ mod tests {
         let mut f = Fixture::new(4);
         let r = request("p/+/a");
         let hash = f.hash(&r);
-        let (i, _) = f.shard.find_or_insert(
-            hash,
-            &r.project,
-            &r.path,
-            &mut Time::at(0),
-            10,
-            None,
-            &f.shards,
-        );
+        let (i, _) = f.insert(&r, hash, 0, 10);
         let Begin::Start(id) = f.shard.begin_register(i) else {
             panic!()
         };
-        let (j, found) = f.shard.find_or_insert(
-            hash,
-            &r.project,
-            &r.path,
-            &mut Time::at(10),
-            10,
-            None,
-            &f.shards,
-        );
+        let (j, found) = f.insert(&r, hash, 10, 10);
         assert_eq!((j, found), (i, Found::Expired { attempt: None }));
         // The old attempt no longer owns the slot: its answer is its callers' only.
         let Begin::Start(newer) = f.shard.begin_register(i) else {
@@ -2468,15 +2448,7 @@ mod tests {
         for k in 0..70_000 {
             let r = request(&format!("p/+/k{k}"));
             let hash = f.hash(&r);
-            f.shard.find_or_insert(
-                hash,
-                &r.project,
-                &r.path,
-                &mut Time::at(0),
-                DAY,
-                None,
-                &f.shards,
-            );
+            f.insert(&r, hash, 0, DAY);
         }
         f.shard.check_structure(&f.hasher);
         assert!(f.contains("p/+/k0") && f.contains("p/+/k69999"));
@@ -2520,15 +2492,7 @@ mod tests {
             };
             let r = request(&path);
             let hash = f.hash(&r);
-            let (i, _) = f.shard.find_or_insert(
-                hash,
-                &r.project,
-                &r.path,
-                &mut Time::at(now),
-                1 + next(40),
-                None,
-                &f.shards,
-            );
+            let (i, _) = f.insert(&r, hash, now, 1 + next(40));
             match next(4) {
                 0 | 1 => {
                     if let Begin::Start(id) = f.shard.begin_register(i) {
