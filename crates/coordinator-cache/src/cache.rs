@@ -67,7 +67,7 @@ use crate::table::{
 /// holds from half to twice an equal share, so one that gets more than its
 /// share of the keys in use keeps them; and with the cache full, a new entry
 /// evicts another shard's next victim instead of its own shard's when that one
-/// is older by more than 1/16 of the size in insertions.
+/// is older by more than 1/256 of the size in insertions.
 ///
 /// Each shard keeps its entries in a slab found through a hash table of slab
 /// indexes (no allocation per entry): a registered entry costs about 66 bytes
@@ -130,8 +130,8 @@ use crate::table::{
 /// shard lock held for the table lookup only (index, slot, and the key
 /// compared on the slot's cache line, or its path one pointer away if the key
 /// is longer than 40 bytes), and an `Arc` clone: no allocation, no string copy,
-/// no write to the entry (beyond its last use, once per insertion into its
-/// shard), and it returns an already completed
+/// no write to the entry (beyond its last use, once per insertion into the
+/// cache), and it returns an already completed
 /// [`CoordinatorFuture::ready`]. Counters are plain per-shard integers updated
 /// under that lock. A miss clones the request and descriptor once into the call;
 /// if the inner call answers at once, that is all (no task, no waiter

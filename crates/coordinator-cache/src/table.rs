@@ -388,7 +388,7 @@ const CANDIDATE_FRACTION: usize = 8;
 /// A shard remembers about this fraction of its capacity in recently evicted
 /// keys ("ghosts"): one 4-byte bucket per 4 entries.
 const GHOST_FRACTION: usize = 4;
-/// A returning ghost moves [`Order::bonus`] by this fraction of the capacity.
+/// A returning ghost moves the bonus ([`Shards::bonus`]) by this fraction of the size.
 const BONUS_STEP_FRACTION: usize = 64;
 
 /// A shard's eviction order (see the module docs): the candidates collected
@@ -396,10 +396,8 @@ const BONUS_STEP_FRACTION: usize = 64;
 /// it. (The use counter is the cache's: [`Shards::tick`].)
 #[derive(Default)]
 struct Order {
-    /// How many ticks older than it is an entry without the used bit counts.
-    bonus: u32,
-    /// Candidates ([`candidate`]: index and the tick it had), the next victim
-    /// last.
+    /// Candidates ([`candidate`]: index, tick and unused bit), the next
+    /// victim last.
     candidates: Vec<u64>,
     /// The last victim as a published head ([`Shard::publish`]), or zero.
     last_victim: u64,
@@ -427,26 +425,31 @@ fn candidate_tick(c: u64) -> Tick {
     c as Tick
 }
 
-impl Order {
-    /// The rank of `slot` for eviction at tick `epoch` (higher goes first):
-    /// `u32::MAX` if it expired by `now`, else its age in ticks, plus the
-    /// bonus if it was never used.
-    fn rank(&self, slot: &Slot, epoch: Tick, now: u64) -> u32 {
-        if slot.deadline() <= now {
-            u32::MAX
-        } else {
-            let age = epoch.wrapping_sub(slot.key.tick());
-            let bonus = if slot.meta & USED == 0 { self.bonus } else { 0 };
-            age.saturating_add(bonus).min(u32::MAX - 1)
-        }
-    }
+/// Whether a candidate's entry was unused when it was collected.
+fn candidate_unused(c: u64) -> bool {
+    c & (1 << 32) != 0
+}
 
+/// The rank of `slot` for eviction at tick `epoch` (higher goes first):
+/// `u32::MAX` if it expired by `now`, else its age in ticks, plus `bonus`
+/// ([`Shards::bonus`]) if it was never used.
+fn rank(slot: &Slot, epoch: Tick, now: u64, bonus: u32) -> u32 {
+    if slot.deadline() <= now {
+        u32::MAX
+    } else {
+        let age = epoch.wrapping_sub(slot.key.tick());
+        let bonus = if slot.meta & USED == 0 { bonus } else { 0 };
+        age.saturating_add(bonus).min(u32::MAX - 1)
+    }
+}
+
+impl Order {
     /// Collects the next candidates: the [`CANDIDATE_FRACTION`] of `slots`
     /// ranked first for eviction (expired ones, then by age in ticks, the
-    /// bonus added for entries never used), the first last. `epoch` is a tick
-    /// just taken from the counter, so that any later use makes a candidate
-    /// stale. Vacant slots are never candidates.
-    fn collect(&mut self, slots: &[Slot], now: u64, epoch: Tick) {
+    /// `bonus` added for entries never used), the first last. `epoch` is a
+    /// tick just taken from the counter, so that any later use makes a
+    /// candidate stale. Vacant slots are never candidates.
+    fn collect(&mut self, slots: &[Slot], now: u64, epoch: Tick, bonus: u32) {
         let k = (slots.len() / CANDIDATE_FRACTION).max(1);
         let spare: Vec<Reverse<u64>> = std::mem::take(&mut self.candidates)
             .into_iter()
@@ -457,7 +460,7 @@ impl Order {
             if slot.is_vacant() {
                 continue;
             }
-            let rank = self.rank(slot, epoch, now);
+            let rank = rank(slot, epoch, now, bonus);
             // `i < 2^31` (see `Shard::new`).
             let ranked = (u64::from(rank) << 32) | i as u64;
             if heap.len() < k {
@@ -922,7 +925,6 @@ impl Shard {
             }
             None => false,
         };
-        self.order.bonus = shards.bonus();
         let (i, evicted) = self.make_room(now, shards);
         let Shard {
             table,
@@ -1043,10 +1045,9 @@ impl Shard {
             // Each shard that turns out not to be older republishes its true
             // next victim, so this looks at each shard at most once or twice.
             for _ in 0..shards.len() {
-                let rank = self
-                    .order
-                    .rank(&self.slots[mine as usize], shards.tick(), now);
-                let Some(j) = shards.older_than(self.me, rank) else {
+                let bonus = shards.bonus();
+                let ours = rank(&self.slots[mine as usize], shards.tick(), now, bonus);
+                let Some(j) = shards.older_than(self.me, ours) else {
                     break;
                 };
                 let Some(mut other) = shards.list.get(j).and_then(|o| o.0.try_lock()) else {
@@ -1058,12 +1059,11 @@ impl Shard {
                 }
                 // What it published may be stale (its victim used since):
                 // compare the two victims as they are now.
-                other.order.bonus = shards.bonus();
                 if let Some(theirs) = other.next_victim(now, shards) {
                     let epoch = shards.tick();
-                    let theirs = other.order.rank(&other.slots[theirs as usize], epoch, now);
-                    let mine = self.order.rank(&self.slots[mine as usize], epoch, now);
-                    if theirs > mine.saturating_add(shards.margin) {
+                    let theirs = rank(&other.slots[theirs as usize], epoch, now, bonus);
+                    let ours = rank(&self.slots[mine as usize], epoch, now, bonus);
+                    if theirs > ours.saturating_add(shards.margin) {
                         let victim = other.evict(now, shards);
                         other.vacant.push(victim);
                         other.publish(shards);
@@ -1095,7 +1095,8 @@ impl Shard {
                 }
                 // The first candidate collected is valid, so this ends.
                 None => {
-                    self.order.collect(&self.slots, now, shards.advance());
+                    let epoch = shards.advance();
+                    self.order.collect(&self.slots, now, epoch, shards.bonus());
                     if self.order.candidates.is_empty() {
                         return None;
                     }
@@ -1122,8 +1123,8 @@ impl Shard {
         } else if let Some(&c) = self.order.candidates.last() {
             // From the candidate alone: its slot is likely not in the CPU's
             // cache, and an expired victim will be found by the comparison.
-            let bonus = if c & (1 << 32) != 0 {
-                self.order.bonus
+            let bonus = if candidate_unused(c) {
+                shards.bonus()
             } else {
                 0
             };
@@ -1141,9 +1142,9 @@ impl Shard {
     }
 
     /// `slot` as a published head ([`Shards::heads`]) at `now`.
-    fn head_of(&self, slot: &Slot, now: u64) -> u64 {
+    fn head_of(slot: &Slot, now: u64, shards: &Shards) -> u64 {
         let bonus = if slot.meta & USED == 0 {
-            self.order.bonus
+            shards.bonus()
         } else {
             0
         };
@@ -1164,7 +1165,7 @@ impl Shard {
         };
         self.order.candidates.pop();
         let slot = &self.slots[victim as usize];
-        self.order.last_victim = self.head_of(slot, now);
+        self.order.last_victim = Self::head_of(slot, now, shards);
         let short = slot.key.short_hash(self.colds.hasher());
         if slot.deadline() > now {
             self.order
@@ -2205,12 +2206,11 @@ mod tests {
         ];
         let mut order = Order::default();
         // Ages 51 (used) and 21: the used one is older.
-        order.collect(&slots, 0, 100);
+        order.collect(&slots, 0, 100, 0);
         assert_eq!(order.candidates, [candidate(0, &slots[0])]);
         // With a bonus of 40 the unused one counts as 61.
-        order.bonus = 40;
         order.candidates.clear();
-        order.collect(&slots, 0, 100);
+        order.collect(&slots, 0, 100, 40);
         assert_eq!(order.candidates, [candidate(1, &slots[1])]);
         // An expired entry ranks first whatever its age.
         let expired = [
@@ -2218,7 +2218,7 @@ mod tests {
             Slot::fresh(5, true, keyed(101)),
         ];
         order.candidates.clear();
-        order.collect(&expired, 5, 100);
+        order.collect(&expired, 5, 100, 40);
         assert_eq!(order.candidates, [candidate(1, &expired[1])]);
     }
 
@@ -2272,9 +2272,9 @@ mod tests {
         let gone = (0..128)
             .find(|k| !f.contains(&format!("p/+/s{k}")))
             .expect("one was evicted");
-        assert_eq!(f.shard.order.bonus, 0);
+        assert_eq!(f.shards.bonus(), 0);
         f.touch(&format!("p/+/s{gone}"), 2);
-        assert_eq!(f.shard.order.bonus, 2);
+        assert_eq!(f.shards.bonus(), 2);
     }
 
     #[test]
