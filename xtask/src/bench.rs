@@ -52,11 +52,15 @@ pub(crate) struct BenchArgs {
     /// Skip the memory bench (it fills 1,048,576 entries per implementation).
     #[arg(long)]
     no_memory: bool,
-    /// Run only the eviction-quality simulation (deterministic, no timing): the
-    /// hit ratio of our cache, an exact LRU and quick_cache on a collector-like
-    /// trace at sizes from 10% to 100% of its working set.
+    /// Run only the eviction-quality simulation (no timing): the hit ratio of
+    /// our cache, an exact LRU and quick_cache on a collector-like trace at
+    /// sizes from 10% to 100% of its working set.
     #[arg(long, conflicts_with = "compare")]
     eviction: bool,
+    /// Draw the eviction simulation's trace with this seed (same shape, other
+    /// streams and times); 0 is the reports' trace.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    trace_seed: u64,
     /// Only benchmarks whose ID matches this criterion filter (a regex over
     /// `<group>/<name>`, e.g. `hit/`, `moka`, `miss|coalesce`); the memory bench
     /// matches it as a substring of `memory/<implementation>`.
@@ -197,6 +201,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         let status = Command::new(crate::cargo_bin())
             .args(run)
             .env("COORDINATOR_BENCH_RECORDS", &records)
+            .env("COORDINATOR_EVICTION_SEED", args.trace_seed.to_string())
             .current_dir(&root)
             .status()
             .with_context(|| format!("running cargo {}", run.join(" ")))?;

@@ -1,7 +1,13 @@
 //! Eviction quality: the hit ratio of our cache, a true LRU and quick_cache on
 //! a collector-like trace, at cache sizes from 10% to 100% of the trace's
-//! working set (its distinct streams). Deterministic (fixed seeds, no timing):
-//! the same build prints the same table.
+//! working set (its distinct streams). No timing, and the trace and the LRU's
+//! figures are the same on every run. Ours and quick_cache's move by a few
+//! hundredths of a point between runs: each seeds its hasher at random, which
+//! places keys in shards (ours) and in ghost buckets.
+//!
+//! `COORDINATOR_EVICTION_SEED=N` (or `cargo xtask bench --eviction
+//! --trace-seed N`) draws another trace of the same shape; 0, the default, is
+//! the trace of the reports.
 //!
 //! # The trace
 //!
@@ -46,8 +52,9 @@ const ARRIVALS: u64 = 200_000;
 /// Cache sizes, in percent of the working set.
 const SIZES: [usize; 7] = [10, 20, 30, 40, 50, 75, 100];
 
-/// The trace: stream numbers in call order, and the number of distinct streams.
-fn trace(streams: usize) -> (Vec<u32>, usize) {
+/// The trace drawn with `seed` (0: the reports' trace): stream numbers in call
+/// order, and the number of distinct streams.
+fn trace(streams: usize, seed: u64) -> (Vec<u32>, usize) {
     // Zipf over 1..=MAX_BUNDLES by inverse CDF.
     let weights: Vec<f64> = (1..=MAX_BUNDLES)
         .map(|k| 1.0 / (k as f64).powf(ZIPF_S))
@@ -59,12 +66,15 @@ fn trace(streams: usize) -> (Vec<u32>, usize) {
         acc += w / total;
         cdf.push(acc);
     }
-    let uniform = |x: u64| (mix(x) >> 11) as f64 / (1u64 << 53) as f64;
+    // Seed 0 leaves every draw as it was; another seed changes every one.
+    let seed = seed << 40;
+    let draw = |x: u64| mix(seed ^ x);
+    let uniform = |x: u64| (draw(x) >> 11) as f64 / (1u64 << 53) as f64;
     let mut events: Vec<(u64, u32)> = Vec::new();
     for s in 0..streams as u64 {
         let bundles = cdf.partition_point(|&c| c < uniform(s * 3)) as u64 + 1;
-        let arrival = mix(s * 3 + 1) % ARRIVALS;
-        let gap = 1 + mix(s * 3 + 2) % MAX_GAP;
+        let arrival = draw(s * 3 + 1) % ARRIVALS;
+        let gap = 1 + draw(s * 3 + 2) % MAX_GAP;
         events.extend((0..bundles).map(|j| (arrival + j * gap, s as u32)));
     }
     events.sort_unstable();
@@ -125,9 +135,15 @@ fn our_hits(trace: &[u32], streams: usize, capacity: usize) -> u64 {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let streams = if bench { STREAMS } else { STREAMS / 25 };
-    let (trace, working_set) = trace(streams);
+    let seed = match std::env::var("COORDINATOR_EVICTION_SEED") {
+        Ok(text) => text
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("COORDINATOR_EVICTION_SEED={text:?}: not a number")),
+        Err(_) => 0,
+    };
+    let (trace, working_set) = trace(streams, seed);
     println!(
-        "eviction: {} calls over {working_set} streams (Zipf {ZIPF_S} bundles per stream)",
+        "eviction: {} calls over {working_set} streams (Zipf {ZIPF_S} bundles per stream, trace seed {seed})",
         trace.len()
     );
     println!(
