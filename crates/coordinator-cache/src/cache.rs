@@ -169,7 +169,6 @@ struct Shared<C> {
     shards: Shards,
     shard_mask: usize,
     hasher: KeyHasher,
-    size: usize,
     expiration: Duration,
     expiration_nanos: u64,
     error_expiration: Duration,
@@ -235,7 +234,6 @@ impl<C> CachedCoordinator<C> {
                 shard_mask: shards.len() - 1,
                 shards,
                 hasher,
-                size,
                 expiration,
                 expiration_nanos: nanos(expiration),
                 error_expiration,
@@ -255,7 +253,7 @@ impl<C> CachedCoordinator<C> {
 
     /// The most entries the cache holds.
     pub fn size(&self) -> usize {
-        self.shared.size
+        self.shared.shards.size()
     }
 
     /// How long an entry lives after its creation.
@@ -428,7 +426,7 @@ impl<C> CachedCoordinator<C> {
 impl<C> fmt::Debug for CachedCoordinator<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedCoordinator")
-            .field("size", &self.shared.size)
+            .field("size", &self.shared.shards.size())
             .field("expiration", &self.shared.expiration)
             .field("error_expiration", &self.shared.error_expiration)
             .field("shards", &self.shared.shards.len())

@@ -1123,12 +1123,7 @@ impl Shard {
         } else if let Some(&c) = self.order.candidates.last() {
             // From the candidate alone: its slot is likely not in the CPU's
             // cache, and an expired victim will be found by the comparison.
-            let bonus = if candidate_unused(c) {
-                shards.bonus()
-            } else {
-                0
-            };
-            HEAD_VALID | u64::from(candidate_tick(c).wrapping_sub(bonus))
+            shards.head(candidate_tick(c), candidate_unused(c))
         } else if self.order.last_victim != 0 {
             self.order.last_victim
         } else {
@@ -1143,17 +1138,12 @@ impl Shard {
 
     /// `slot` as a published head ([`Shards::heads`]) at `now`.
     fn head_of(slot: &Slot, now: u64, shards: &Shards) -> u64 {
-        let bonus = if slot.meta & USED == 0 {
-            shards.bonus()
-        } else {
-            0
-        };
         let expired = if slot.deadline() <= now {
             HEAD_EXPIRED
         } else {
             0
         };
-        HEAD_VALID | expired | u64::from(slot.key.tick().wrapping_sub(bonus))
+        shards.head(slot.key.tick(), slot.meta & USED == 0) | expired
     }
 
     /// Removes the entry the eviction order picks (see the module docs) and
@@ -1574,6 +1564,18 @@ impl Shards {
     /// How many ticks older than it is an entry without the used bit counts.
     fn bonus(&self) -> u32 {
         self.pool.0.1.load(Relaxed)
+    }
+
+    /// A published head ([`Shard::publish`]) for a victim last used at
+    /// `tick`, counted older by the bonus if it was never used.
+    fn head(&self, tick: Tick, unused: bool) -> u64 {
+        let bonus = if unused { self.bonus() } else { 0 };
+        HEAD_VALID | u64::from(tick.wrapping_sub(bonus))
+    }
+
+    /// The most entries the cache holds.
+    pub(crate) fn size(&self) -> usize {
+        self.size
     }
 
     /// Steers the bonus after a ghost returned ([`steer`]).

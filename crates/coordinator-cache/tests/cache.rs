@@ -631,21 +631,34 @@ async fn the_least_recently_used_entry_is_evicted_at_the_bound() {
     assert_eq!(registers(&fake), 7);
 }
 
-#[tokio::test]
-async fn a_sharded_cache_never_exceeds_its_size() {
-    let fake = FakeCoordinator::new();
-    let cache = CachedCoordinator::builder()
+/// A cache of 4,099 entries in 4 shards (sizes that do not split evenly).
+fn four_shards_of_4099(fake: &FakeCoordinator) -> CachedCoordinator<FakeCoordinator> {
+    CachedCoordinator::builder()
         .size(4099)
         .shards(4)
-        .build(fake.clone());
-    for i in 0..10_000 {
+        .build(fake.clone())
+}
+
+/// Registers the streams `p/+/s{i}` for every `i` in `keys`, one after another.
+async fn register_each<C: Coordinator + 'static>(
+    cache: &CachedCoordinator<C>,
+    keys: std::ops::Range<usize>,
+) {
+    for i in keys {
         cache
             .register_stream(&req(&format!("p/+/s{i}")), b"")
             .await
             .unwrap();
-        if i % 1000 == 0 {
-            assert!(cache.stats().entries <= 4099);
-        }
+    }
+}
+
+#[tokio::test]
+async fn a_sharded_cache_never_exceeds_its_size() {
+    let fake = FakeCoordinator::new();
+    let cache = four_shards_of_4099(&fake);
+    for start in (0..10_000).step_by(1000) {
+        register_each(&cache, start..start + 1000).await;
+        assert!(cache.stats().entries <= 4099);
     }
     let stats = cache.stats();
     assert_eq!(stats.entries, 4099);
@@ -657,25 +670,12 @@ async fn a_sharded_cache_fills_to_its_size_before_evicting() {
     // The keys do not split evenly between the shards; a shard that gets more
     // than its share keeps them while the cache has room.
     let fake = FakeCoordinator::new();
-    let cache = CachedCoordinator::builder()
-        .size(4099)
-        .shards(4)
-        .build(fake.clone());
-    for i in 0..4099 {
-        cache
-            .register_stream(&req(&format!("p/+/s{i}")), b"")
-            .await
-            .unwrap();
-    }
+    let cache = four_shards_of_4099(&fake);
+    register_each(&cache, 0..4099).await;
     let stats = cache.stats();
     assert_eq!((stats.entries, stats.evictions), (4099, 0));
     // Every one is still there: asking again makes no inner call.
-    for i in 0..4099 {
-        cache
-            .register_stream(&req(&format!("p/+/s{i}")), b"")
-            .await
-            .unwrap();
-    }
+    register_each(&cache, 0..4099).await;
     assert_eq!(registers(&fake), 4099);
 }
 

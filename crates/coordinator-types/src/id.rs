@@ -64,27 +64,23 @@ impl Repr {
         if !digits.len().is_multiple_of(2) || digits.len() > PACKED_DIGITS {
             return None;
         }
-        let mut bytes = [0; PACKED_DIGITS / 2];
-        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-            *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        // Lowercase only: `hex` also decodes uppercase, which must stay text
+        // so that each ID has one representation.
+        if !digits
+            .iter()
+            .all(|d| matches!(d, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
         }
+        let len = digits.len() / 2;
+        let mut bytes = [0; PACKED_DIGITS / 2];
+        hex::decode_to_slice(digits, &mut bytes[..len]).ok()?;
         Some(Repr::Packed {
-            len: u8::try_from(digits.len() / 2).ok()?,
+            len: u8::try_from(len).ok()?,
             bytes,
         })
     }
 }
-
-/// The value of a lowercase hex digit.
-fn nibble(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl StreamId {
     /// Checks `id`: non-empty, every byte printable ASCII other than space.
@@ -128,11 +124,11 @@ impl StreamId {
     pub fn as_str(&self) -> IdText<'_> {
         match &self.0 {
             Repr::Packed { len, bytes } => {
+                let n = usize::from(*len);
                 let mut digits = [0; PACKED_DIGITS];
-                for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
-                    pair[0] = HEX[usize::from(byte >> 4)];
-                    pair[1] = HEX[usize::from(byte & 0xf)];
-                }
+                // The lengths match (`len <= PACKED_DIGITS / 2`), so this
+                // cannot fail; `hex` writes lowercase digits.
+                let _ = hex::encode_to_slice(&bytes[..n], &mut digits[..2 * n]);
                 IdText(TextRepr::Digits {
                     len: *len * 2,
                     digits,
